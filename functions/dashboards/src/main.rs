@@ -1,0 +1,6 @@
+//! Lambda entrypoint: build the platform once, serve the router.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    app_platform::run_function("dashboards", |platform| dashboards::router(&platform)).await
+}

@@ -1,1 +1,234 @@
-fn main() {}
+//! `cargo xtask dev`  — the whole API locally on one URL (moto + dev issuer + every function).
+//! `cargo xtask test` — every check CI runs: fmt, clippy, unit + integration tests, template checks.
+//!
+//! Each installs what it needs (pinned, project-local under `.venv*`) when it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use devkit::{DevIssuer, LocalApi, LocalNames, MotoServer, repo_root};
+
+type Result<T> = devkit::DevResult<T>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("dev") => dev(&args[1..]),
+        Some("test") => test(),
+        _ => {
+            eprintln!("usage: cargo xtask dev [--config FILE] | cargo xtask test");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    eprintln!("+ {command:?}");
+    let status = command.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed with {status}").into())
+    }
+}
+
+/// A project-local Python venv with `packages` installed (pinned), created on first use.
+fn ensure_venv(dir: &str, probe: &str, packages: &[&str]) -> Result<PathBuf> {
+    let venv = repo_root().join(dir);
+    let bin = venv.join("bin");
+    if bin.join(probe).exists() {
+        return Ok(bin);
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(bin.join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages))?;
+    Ok(bin)
+}
+
+/// moto's server: the machine's if present, else pinned into `.venv`.
+fn ensure_moto() -> Result<PathBuf> {
+    if let Some(found) = devkit::moto::moto_binary() {
+        return Ok(found);
+    }
+    Ok(ensure_venv(".venv", "moto_server", &[devkit::moto::MOTO_PIN])?.join("moto_server"))
+}
+
+// ---------------------------------------------------------------- dev
+
+fn dev(args: &[String]) -> Result<()> {
+    let moto_binary = ensure_moto()?;
+    // SAFETY: single-threaded here, before the runtime starts.
+    unsafe { std::env::set_var("MOTO_SERVER", &moto_binary) };
+    let config_file = match args {
+        [flag, path] if flag == "--config" => Some(PathBuf::from(path)),
+        [] => {
+            let default = repo_root().join("dev.config.json");
+            default.exists().then_some(default)
+        }
+        _ => return Err("usage: cargo xtask dev [--config FILE]".into()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(dev_async(config_file))
+}
+
+fn env_port(name: &str, default: u16) -> Result<u16> {
+    match std::env::var(name) {
+        Ok(value) => Ok(value.parse().map_err(|_| format!("{name} must be a port"))?),
+        Err(_) => Ok(default),
+    }
+}
+
+async fn dev_async(config_file: Option<PathBuf>) -> Result<()> {
+    app_telemetry::init();
+    let port = env_port("DEV_PORT", 3000)?;
+    let issuer_port = env_port("DEV_ISSUER_PORT", 3001)?;
+    let moto = MotoServer::start_on(env_port("DEV_MOTO_PORT", devkit::free_port()?)?)?;
+    let issuer = DevIssuer::start(issuer_port, devkit::issuer::DEFAULT_AUDIENCE).await?;
+
+    let mut config =
+        devkit::provision::local_config(issuer.issuer(), issuer.audience(), &issuer.jwks_url());
+    if let Some(path) = &config_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let patch: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        json_merge(&mut config, &patch);
+    }
+    if let Ok(text) = std::env::var("APP_CONFIG_PATCH") {
+        let patch: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("APP_CONFIG_PATCH is not JSON: {e}"))?;
+        json_merge(&mut config, &patch);
+    }
+    // Fail here, with the loader's own message, rather than at the first request.
+    app_config::parse_and_validate(&config.to_string())?;
+
+    let sdk = devkit::provision::moto_sdk_config(&moto.endpoint).await;
+    let provisioned = devkit::provision(&sdk, &LocalNames::for_stage("local"), &config).await?;
+    let platform = app_platform::Platform::new(provisioned.resources(), sdk).await?;
+    let api = LocalApi::serve(devkit::local_router(&platform), port).await?;
+
+    print_banner(&api, &issuer, &moto, &provisioned, config_file.as_deref());
+    wait_for_shutdown().await;
+    eprintln!("stopping: local API, issuer, moto");
+    drop(moto);
+    Ok(())
+}
+
+/// RFC 7396 merge, so a config file or `APP_CONFIG_PATCH` overrides any value.
+fn json_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    if let (Some(target), Some(patch)) = (target.as_object_mut(), patch.as_object()) {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                json_merge(target.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+            }
+        }
+    } else {
+        *target = patch.clone();
+    }
+}
+
+fn print_banner(
+    api: &LocalApi,
+    issuer: &DevIssuer,
+    moto: &MotoServer,
+    provisioned: &devkit::provision::Provisioned,
+    config_file: Option<&Path>,
+) {
+    let url = &api.url;
+    println!("\nLocal API ready: {url}");
+    for group in ["dashboards", "ga", "analytics"] {
+        println!("  health      {url}/v1/{group}/health");
+    }
+    println!("  OpenAPI     {url}/v1/openapi.json");
+    println!("  issuer      {} (JWKS {})", issuer.issuer(), issuer.jwks_url());
+    println!("  moto (AWS)  {}", moto.endpoint);
+    println!(
+        "  table {} · secret {} · bucket {}",
+        provisioned.names.table, provisioned.names.secret, provisioned.names.bucket
+    );
+    if let Some(path) = config_file {
+        println!("  config overrides from {}", path.display());
+    }
+    println!("\nBearer tokens (12 h), tenant `demo`:");
+    for (role, roles) in [
+        ("viewer", &["viewer"][..]),
+        ("editor", &["editor"][..]),
+        ("admin", &["admin"][..]),
+    ] {
+        let claims = issuer.claims(&devkit::issuer::UserToken {
+            sub: &format!("demo-{role}"),
+            tenant: Some("demo"),
+            roles,
+            ttl_secs: 12 * 3600,
+        });
+        println!("  {role:<7} export {}_TOKEN={}", role.to_uppercase(), issuer.sign(&claims));
+    }
+    let other = issuer.claims(&devkit::issuer::UserToken {
+        sub: "other-admin",
+        tenant: Some("other"),
+        roles: &["admin"],
+        ttl_secs: 12 * 3600,
+    });
+    println!("  tenant `other` (admin): export OTHER_TOKEN={}", issuer.sign(&other));
+    println!(
+        "\nTry: curl -H \"Authorization: Bearer $VIEWER_TOKEN\" {url}/v1/dashboards\nCtrl-C stops everything."
+    );
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+// ---------------------------------------------------------------- test
+
+fn test() -> Result<()> {
+    let root = repo_root();
+    let moto_binary = ensure_moto()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo)
+        .current_dir(&root)
+        .args(["fmt", "--all", "--check"]))?;
+    run(Command::new(&cargo).current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(&cargo)
+        .current_dir(&root)
+        .env("MOTO_SERVER", &moto_binary)
+        .args(["test", "--workspace"]))?;
+    eprintln!("xtask test: all checks passed");
+    Ok(())
+}

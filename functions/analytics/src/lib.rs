@@ -38,10 +38,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The function's router with auth and the shared plumbing applied.
 pub fn router(platform: &Platform) -> Router {
+    app_web::finish(app(platform), platform.origin_policy())
+}
+
+/// Routes + auth, without the shared plumbing (the local server merges several of these).
+pub fn app(platform: &Platform) -> Router {
     let (router, _) = openapi_router().split_for_parts();
-    let router = router.route_layer(axum::middleware::from_fn_with_state(
+    router.route_layer(axum::middleware::from_fn_with_state(
         platform.auth_state(ROUTES),
         app_auth::enforce,
-    ));
-    app_web::finish(router, platform.origin_policy())
+    ))
 }

@@ -132,6 +132,23 @@ impl LogFormat {
     }
 }
 
+/// The production JSON subscriber writing to `make_writer` through the redaction layer.
+/// `init` installs it globally in Lambda; tests install it per thread to capture output.
+pub fn json_subscriber<W>(make_writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .without_time() // CloudWatch stamps each line
+        .with_env_filter(EnvFilter::new("info"))
+        .with_writer(RedactingMakeWriter::new(make_writer))
+        .finish()
+}
+
 static INIT: Once = Once::new();
 
 /// Installs the global subscriber once per process (later calls do nothing). Level from

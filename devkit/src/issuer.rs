@@ -25,6 +25,19 @@ struct SigningKey {
     encoding: EncodingKey,
     n: String,
     e: String,
+    /// SubjectPublicKeyInfo PEM: what an attacker would use as an HS256 secret.
+    public_pem: String,
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
 }
 
 impl SigningKey {
@@ -32,20 +45,16 @@ impl SigningKey {
         let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| "RSA key generation failed")?;
         let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair)
             .map_err(|_| "PKCS#8 export failed")?;
-        let body = STANDARD.encode(pkcs8.as_ref());
-        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-        for chunk in body.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END PRIVATE KEY-----\n");
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())?;
+        let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())?;
         let public = pair.public_key();
+        let spki = AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(public)
+            .map_err(|_| "public key export failed")?;
         Ok(Self {
             kid: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
             encoding,
             n: URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
             e: URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+            public_pem: pem("PUBLIC KEY", spki.as_ref()),
         })
     }
 
@@ -60,6 +69,8 @@ struct IssuerState {
     /// Published keys; the last one signs.
     keys: Mutex<Vec<SigningKey>>,
     jwks_fetches: AtomicUsize,
+    /// When set, `/jwks` answers 503 (an identity provider outage).
+    jwks_down: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -94,6 +105,7 @@ impl DevIssuer {
             audience: audience.to_string(),
             keys: Mutex::new(vec![SigningKey::generate()?]),
             jwks_fetches: AtomicUsize::new(0),
+            jwks_down: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -128,6 +140,20 @@ impl DevIssuer {
             .ok()
             .and_then(|k| k.last().map(|k| k.kid.clone()))
             .unwrap_or_default()
+    }
+
+    pub fn public_key_pem(&self) -> String {
+        self.state
+            .keys
+            .lock()
+            .ok()
+            .and_then(|k| k.last().map(|k| k.public_pem.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Simulates an outage of the JWKS endpoint.
+    pub fn set_jwks_down(&self, down: bool) {
+        self.state.jwks_down.store(down, Ordering::SeqCst);
     }
 
     /// Replaces the published key with a new one (old tokens stop verifying after refetch).
@@ -205,14 +231,18 @@ async fn discovery(State(state): State<Arc<IssuerState>>) -> Json<Value> {
     }))
 }
 
-async fn jwks(State(state): State<Arc<IssuerState>>) -> Json<Value> {
+async fn jwks(State(state): State<Arc<IssuerState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if state.jwks_down.load(Ordering::SeqCst) {
+        return http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let keys: Vec<Value> = state
         .keys
         .lock()
         .map(|keys| keys.iter().map(SigningKey::jwk).collect())
         .unwrap_or_default();
-    Json(json!({ "keys": keys }))
+    Json(json!({ "keys": keys })).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -152,6 +152,11 @@ impl JwtVerifier {
             ErrorKind::ImmatureSignature => Rejection::NotYetValid,
             ErrorKind::InvalidIssuer => Rejection::WrongIssuer,
             ErrorKind::InvalidAudience => Rejection::WrongAudience,
+            // jsonwebtoken reports a claim of the wrong type (`"exp": "123"`) as missing; tell
+            // the two apart for the reason code (the token is rejected either way).
+            ErrorKind::MissingRequiredClaim(claim) if payload_has(token, claim) => {
+                Rejection::InvalidClaim
+            }
             ErrorKind::MissingRequiredClaim(_) => Rejection::MissingClaim,
             ErrorKind::InvalidClaimFormat(_) => Rejection::InvalidClaim,
             ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
@@ -340,6 +345,16 @@ fn check_header(token: &str, allowed: &[String]) -> Result<(Algorithm, String), 
         .filter(|k| !k.is_empty() && k.len() <= 256)
         .ok_or(Rejection::MissingKid)?;
     Ok((alg, kid.to_string()))
+}
+
+/// Whether the (unverified) payload has `claim` at all. Used only to pick a reason code.
+fn payload_has(token: &str, claim: &str) -> bool {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&p).ok())
+        .is_some_and(|claims| claims.contains_key(claim))
 }
 
 /// Tenant ids become key prefixes: keep them short and plain.

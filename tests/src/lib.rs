@@ -14,6 +14,8 @@ use tower::ServiceExt;
 
 pub use devkit;
 
+pub mod webhook;
+
 pub struct TestEnv {
     pub issuer: DevIssuer,
     pub sdk: SdkConfig,

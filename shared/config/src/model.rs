@@ -290,6 +290,18 @@ fn validate(config: &AppConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    if let Some(alerting) = &config.alerting {
+        for (field, url) in [
+            ("alerting.slack_webhook_url", &alerting.slack_webhook_url),
+            ("alerting.generic_webhook_url", &alerting.generic_webhook_url),
+        ] {
+            if let Some(url) = url
+                && !is_acceptable_url(url.expose())
+            {
+                return Err(invalid(field, "must be an https URL"));
+            }
+        }
+    }
     if config.refresh_after_secs == 0 || config.refresh_after_secs > 3600 {
         return Err(invalid("refresh_after_secs", "must be between 1 and 3600"));
     }

@@ -10,8 +10,8 @@ use integration_tests::TestEnv;
 use integration_tests::webhook::Webhook;
 
 fn alarm_event() -> SnsEvent {
-    let text = std::fs::read_to_string(devkit::repo_root().join("events/sns-alarm-alarm.json"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(devkit::repo_root().join("events/sns-alarm-alarm.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -27,7 +27,16 @@ async fn a_failing_webhook_is_retried_then_fails_the_invocation() {
         Duration::from_millis(5),
     );
     let error = notifier.handle(alarm_event()).await.unwrap_err();
-    assert!(matches!(error, NotifyError::Delivery { target: "slack", .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            NotifyError::Delivery {
+                target: "slack",
+                ..
+            }
+        ),
+        "{error}"
+    );
     // one attempt + three retries
     assert_eq!(*hook.attempts.lock().unwrap(), 4);
 
@@ -76,8 +85,10 @@ async fn webhook_urls_come_from_the_config_secret() {
         "analytics-dashboard-prod-dashboards-errors"
     );
     assert_eq!(received[0]["old_state"], "OK");
-    assert!(received[0]["condition"]
-        .as_str()
-        .unwrap()
-        .contains("AWS/Lambda Errors (SUM) > 0"));
+    assert!(
+        received[0]["condition"]
+            .as_str()
+            .unwrap()
+            .contains("AWS/Lambda Errors (SUM) > 0")
+    );
 }

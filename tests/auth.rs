@@ -168,8 +168,18 @@ async fn forged_and_invalid_tokens_are_rejected_for_the_right_reason() {
             401,
             Some("alg_not_allowed"),
         ),
-        ("HS256 with the RSA public key", hs_confusion, 401, Some("alg_not_allowed")),
-        ("ES256 header on an RSA key", es256_header_rsa_kid, 401, Some("key_alg_mismatch")),
+        (
+            "HS256 with the RSA public key",
+            hs_confusion,
+            401,
+            Some("alg_not_allowed"),
+        ),
+        (
+            "ES256 header on an RSA key",
+            es256_header_rsa_kid,
+            401,
+            Some("key_alg_mismatch"),
+        ),
         ("bad signature", bad_signature, 401, Some("bad_signature")),
         (
             "expired",
@@ -236,7 +246,12 @@ async fn forged_and_invalid_tokens_are_rejected_for_the_right_reason() {
             Some("invalid_claim"),
         ),
         ("unknown crit", crit, 401, Some("crit_unsupported")),
-        ("attacker key via jku, unknown kid", attacker_key_with_jku, 401, Some("unknown_kid")),
+        (
+            "attacker key via jku, unknown kid",
+            attacker_key_with_jku,
+            401,
+            Some("unknown_kid"),
+        ),
         ("oversized token", oversized, 401, Some("token_too_large")),
         ("not a JWT", "abc.def".into(), 401, Some("malformed_token")),
         (
@@ -283,10 +298,15 @@ async fn forged_and_invalid_tokens_are_rejected_for_the_right_reason() {
     }
     // The Authorization header shapes: missing, wrong scheme, both credentials at once.
     for (what, request, reason) in [
-        ("no credentials", env.request(Method::GET, "/v1/dashboards"), "missing_credentials"),
+        (
+            "no credentials",
+            env.request(Method::GET, "/v1/dashboards"),
+            "missing_credentials",
+        ),
         (
             "basic auth",
-            env.request(Method::GET, "/v1/dashboards").header("authorization", "Basic dXNlcjpwYXNz"),
+            env.request(Method::GET, "/v1/dashboards")
+                .header("authorization", "Basic dXNlcjpwYXNz"),
             "malformed_token",
         ),
         (
@@ -458,9 +478,7 @@ async fn api_keys_authenticate_by_id_and_hmac_with_scopes_expiry_and_revocation(
     )
     .await;
 
-    let get = |path: &str, key: &str| {
-        env.request(Method::GET, path).api_key(key).send()
-    };
+    let get = |path: &str, key: &str| env.request(Method::GET, path).api_key(key).send();
     assert_eq!(get("/v1/dashboards", &key).await.status, 200);
     assert_eq!(get(&dashboard_path, &key).await.status, 200);
     // wrong key: right shape, right id, wrong secret
@@ -503,13 +521,22 @@ async fn api_keys_authenticate_by_id_and_hmac_with_scopes_expiry_and_revocation(
     let raw = aws_sdk_dynamodb::Client::new(&env.sdk)
         .get_item()
         .table_name(&env.provisioned.names.table)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("APIKEY#{key_id}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("APIKEY".into()))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("APIKEY#{key_id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("APIKEY".into()),
+        )
         .send()
         .await
         .unwrap();
     let raw = format!("{:?}", raw.item().unwrap());
-    assert!(!raw.contains(&key[key.len() - 43..]), "plaintext key stored");
+    assert!(
+        !raw.contains(&key[key.len() - 43..]),
+        "plaintext key stored"
+    );
 
     // revocation: another tenant cannot revoke it; the owner can, once; it stops working at once
     env.request(Method::DELETE, &format!("/v1/api-keys/{key_id}"))

@@ -20,8 +20,14 @@ async fn every_group_serves_health_without_auth_and_reveals_nothing() {
         assert_eq!(response.json(), json!({ "status": "ok" }));
         for (name, value) in [
             ("x-content-type-options", "nosniff"),
-            ("strict-transport-security", "max-age=63072000; includeSubDomains"),
-            ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+            (
+                "strict-transport-security",
+                "max-age=63072000; includeSubDomains",
+            ),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
             ("cache-control", "no-store"),
         ] {
             assert_eq!(response.header(name), Some(value), "{group} {name}");
@@ -39,17 +45,62 @@ async fn bad_bodies_get_4xx_problem_json_never_500() {
     oversized.extend(std::iter::repeat_n(b'a', 2 * 1024 * 1024));
     oversized.extend(br#""}"#);
     let cases: Vec<(&str, Option<&str>, Vec<u8>, u16)> = vec![
-        ("invalid JSON", Some("application/json"), b"{\"name\": ".to_vec(), 400),
-        ("not JSON at all", Some("application/json"), b"hello".to_vec(), 400),
-        ("wrong content type", Some("text/plain"), br#"{"name":"x"}"#.to_vec(), 415),
+        (
+            "invalid JSON",
+            Some("application/json"),
+            b"{\"name\": ".to_vec(),
+            400,
+        ),
+        (
+            "not JSON at all",
+            Some("application/json"),
+            b"hello".to_vec(),
+            400,
+        ),
+        (
+            "wrong content type",
+            Some("text/plain"),
+            br#"{"name":"x"}"#.to_vec(),
+            415,
+        ),
         ("no content type", None, br#"{"name":"x"}"#.to_vec(), 415),
-        ("2 MiB of whitespace", Some("application/json"), two_mib, 413),
+        (
+            "2 MiB of whitespace",
+            Some("application/json"),
+            two_mib,
+            413,
+        ),
         ("2 MiB JSON", Some("application/json"), oversized, 413),
-        ("wrong field type", Some("application/json"), br#"{"name": 5}"#.to_vec(), 422),
-        ("unknown field", Some("application/json"), br#"{"name":"x","owner":"me"}"#.to_vec(), 422),
-        ("tenant in body", Some("application/json"), br#"{"name":"x","tenant_id":"other"}"#.to_vec(), 422),
-        ("array instead of object", Some("application/json"), b"[]".to_vec(), 422),
-        ("empty name", Some("application/json"), br#"{"name":""}"#.to_vec(), 422),
+        (
+            "wrong field type",
+            Some("application/json"),
+            br#"{"name": 5}"#.to_vec(),
+            422,
+        ),
+        (
+            "unknown field",
+            Some("application/json"),
+            br#"{"name":"x","owner":"me"}"#.to_vec(),
+            422,
+        ),
+        (
+            "tenant in body",
+            Some("application/json"),
+            br#"{"name":"x","tenant_id":"other"}"#.to_vec(),
+            422,
+        ),
+        (
+            "array instead of object",
+            Some("application/json"),
+            b"[]".to_vec(),
+            422,
+        ),
+        (
+            "empty name",
+            Some("application/json"),
+            br#"{"name":""}"#.to_vec(),
+            422,
+        ),
     ];
     for (what, content_type, body, status) in cases {
         let response = env
@@ -59,14 +110,20 @@ async fn bad_bodies_get_4xx_problem_json_never_500() {
             .send()
             .await;
         let problem = response.problem(status);
-        assert!(problem["detail"].is_string() || status == 405, "{what}: {problem}");
+        assert!(
+            problem["detail"].is_string() || status == 405,
+            "{what}: {problem}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems_too() {
     let env = TestEnv::start().await;
-    env.request(Method::GET, "/v1/nope").send().await.problem(404);
+    env.request(Method::GET, "/v1/nope")
+        .send()
+        .await
+        .problem(404);
     let response = env.request(Method::DELETE, "/v1/settings").send().await;
     response.problem(405);
     assert!(response.header("allow").is_some());
@@ -91,7 +148,10 @@ async fn cors_allows_only_the_configured_origins_without_credentials() {
         env.request(Method::OPTIONS, "/v1/dashboards")
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
     };
     let allowed = preflight("http://localhost:5173").send().await;
     assert_eq!(
@@ -123,7 +183,10 @@ async fn config_loader_rejects_a_malformed_secret_naming_the_field() {
         .unwrap_err();
     let message = error.to_string();
     assert!(message.contains("oidc.audience"), "{message}");
-    assert!(!message.contains("TOPSECRET") && !message.contains("SECRET-PEPPER"), "{message}");
+    assert!(
+        !message.contains("TOPSECRET") && !message.contains("SECRET-PEPPER"),
+        "{message}"
+    );
 
     let missing = app_config::ConfigHandle::load(secrets, "no-such-secret")
         .await
@@ -202,7 +265,8 @@ async fn secrets_never_reach_the_logs() {
         env.request(Method::GET, "/v1/dashboards").bearer(&admin),
         env.request(Method::GET, "/v1/dashboards").bearer(&expired),
         env.request(Method::GET, "/v1/dashboards").api_key(&api_key),
-        env.request(Method::GET, "/v1/dashboards").api_key(&forged_key),
+        env.request(Method::GET, "/v1/dashboards")
+            .api_key(&forged_key),
         env.request(Method::POST, "/v1/dashboards")
             .bearer(&admin)
             .header("cookie", "session=COOKIEVALUE123")

@@ -1,6 +1,5 @@
 //! Test harness: a fresh stage per test (own table, secret, bucket, key) in one moto per test
 //! binary, a dev OIDC issuer per test, and the merged local router called in-process.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use app_platform::Platform;
 use aws_config::SdkConfig;
@@ -36,11 +35,8 @@ impl TestEnv {
         let issuer = DevIssuer::start(0, devkit::issuer::DEFAULT_AUDIENCE)
             .await
             .unwrap();
-        let mut config = devkit::provision::local_config(
-            issuer.issuer(),
-            issuer.audience(),
-            &issuer.jwks_url(),
-        );
+        let mut config =
+            devkit::provision::local_config(issuer.issuer(), issuer.audience(), &issuer.jwks_url());
         edit(&mut config);
         let sdk = devkit::provision::moto_sdk_config(endpoint).await;
         let stage = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);

@@ -1,5 +1,4 @@
 //! A local webhook receiver for the alarm notifier's tests.
-#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 
@@ -37,4 +36,3 @@ impl Webhook {
         url
     }
 }
-

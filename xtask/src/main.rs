@@ -83,7 +83,9 @@ fn dev(args: &[String]) -> Result<()> {
 
 fn env_port(name: &str, default: u16) -> Result<u16> {
     match std::env::var(name) {
-        Ok(value) => Ok(value.parse().map_err(|_| format!("{name} must be a port"))?),
+        Ok(value) => Ok(value
+            .parse()
+            .map_err(|_| format!("{name} must be a port"))?),
         Err(_) => Ok(default),
     }
 }
@@ -105,8 +107,8 @@ async fn dev_async(config_file: Option<PathBuf>) -> Result<()> {
         json_merge(&mut config, &patch);
     }
     if let Ok(text) = std::env::var("APP_CONFIG_PATCH") {
-        let patch: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("APP_CONFIG_PATCH is not JSON: {e}"))?;
+        let patch: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("APP_CONFIG_PATCH is not JSON: {e}"))?;
         json_merge(&mut config, &patch);
     }
     // Fail here, with the loader's own message, rather than at the first request.
@@ -131,7 +133,10 @@ fn json_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
             if value.is_null() {
                 target.remove(key);
             } else {
-                json_merge(target.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+                json_merge(
+                    target.entry(key.clone()).or_insert(serde_json::Value::Null),
+                    value,
+                );
             }
         }
     } else {
@@ -152,7 +157,11 @@ fn print_banner(
         println!("  health      {url}/v1/{group}/health");
     }
     println!("  OpenAPI     {url}/v1/openapi.json");
-    println!("  issuer      {} (JWKS {})", issuer.issuer(), issuer.jwks_url());
+    println!(
+        "  issuer      {} (JWKS {})",
+        issuer.issuer(),
+        issuer.jwks_url()
+    );
     println!("  moto (AWS)  {}", moto.endpoint);
     println!(
         "  table {} · secret {} · bucket {}",
@@ -173,7 +182,11 @@ fn print_banner(
             roles,
             ttl_secs: 12 * 3600,
         });
-        println!("  {role:<7} export {}_TOKEN={}", role.to_uppercase(), issuer.sign(&claims));
+        println!(
+            "  {role:<7} export {}_TOKEN={}",
+            role.to_uppercase(),
+            issuer.sign(&claims)
+        );
     }
     let other = issuer.claims(&devkit::issuer::UserToken {
         sub: "other-admin",
@@ -181,7 +194,10 @@ fn print_banner(
         roles: &["admin"],
         ttl_secs: 12 * 3600,
     });
-    println!("  tenant `other` (admin): export OTHER_TOKEN={}", issuer.sign(&other));
+    println!(
+        "  tenant `other` (admin): export OTHER_TOKEN={}",
+        issuer.sign(&other)
+    );
     println!(
         "\nTry: curl -H \"Authorization: Bearer $VIEWER_TOKEN\" {url}/v1/dashboards\nCtrl-C stops everything."
     );

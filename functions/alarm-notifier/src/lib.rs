@@ -20,7 +20,10 @@ pub enum NotifyError {
     #[error("record {index}: not a CloudWatch alarm notification: {reason}")]
     Unreadable { index: usize, reason: String },
     #[error("delivery to the {target} webhook failed after retries: {reason}")]
-    Delivery { target: &'static str, reason: String },
+    Delivery {
+        target: &'static str,
+        reason: String,
+    },
     #[error("no webhook is configured (alerting.slack_webhook_url / generic_webhook_url)")]
     NoTarget,
 }
@@ -227,7 +230,11 @@ impl Notifier {
         Self::build(None, Some(targets), min_delay)
     }
 
-    fn build(config: Option<Arc<ConfigHandle>>, targets: Option<Targets>, min_delay: Duration) -> Self {
+    fn build(
+        config: Option<Arc<ConfigHandle>>,
+        targets: Option<Targets>,
+        min_delay: Duration,
+    ) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -270,9 +277,8 @@ impl Notifier {
         }
         let mut delivered = 0;
         for (index, record) in event.records.iter().enumerate() {
-            let alarm = Alarm::parse(&record.sns.message).map_err(|reason| {
-                NotifyError::Unreadable { index, reason }
-            })?;
+            let alarm = Alarm::parse(&record.sns.message)
+                .map_err(|reason| NotifyError::Unreadable { index, reason })?;
             tracing::info!(
                 alarm = %alarm.alarm_name,
                 from = %alarm.old_state_value,

@@ -98,8 +98,11 @@ pub struct DateRange {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DatePreset {
+    #[serde(rename = "last_7_days")]
     Last7Days,
+    #[serde(rename = "last_28_days")]
     Last28Days,
+    #[serde(rename = "last_90_days")]
     Last90Days,
     MonthToDate,
     YearToDate,
@@ -158,7 +161,13 @@ impl DashboardInput {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         check_len(&mut errors, "name", self.name.trim(), 1, MAX_NAME);
-        check_len(&mut errors, "description", &self.description, 0, MAX_DESCRIPTION);
+        check_len(
+            &mut errors,
+            "description",
+            &self.description,
+            0,
+            MAX_DESCRIPTION,
+        );
         if !(1..=24).contains(&self.layout.columns) {
             errors.push(FieldError::new("layout.columns", "must be 1–24"));
         }
@@ -179,7 +188,10 @@ impl DashboardInput {
             check_len(&mut errors, &at("title"), widget.title.trim(), 1, MAX_NAME);
             let p = widget.position;
             if p.w == 0 || p.h == 0 || p.h > 100 || p.y > 1000 {
-                errors.push(FieldError::new(at("position"), "w and h must be ≥ 1, h ≤ 100, y ≤ 1000"));
+                errors.push(FieldError::new(
+                    at("position"),
+                    "w and h must be ≥ 1, h ≤ 100, y ≤ 1000",
+                ));
             } else if u32::from(p.x) + u32::from(p.w) > u32::from(self.layout.columns) {
                 errors.push(FieldError::new(
                     at("position"),
@@ -207,10 +219,16 @@ impl DashboardInput {
 impl WidgetQuery {
     fn validate(&self, at: &str, errors: &mut Vec<FieldError>) {
         if !is_plain_id(&self.connection_id) {
-            errors.push(FieldError::new(format!("{at}.connection_id"), "must be a connection id"));
+            errors.push(FieldError::new(
+                format!("{at}.connection_id"),
+                "must be a connection id",
+            ));
         }
         if self.metrics.is_empty() || self.metrics.len() > MAX_METRICS {
-            errors.push(FieldError::new(format!("{at}.metrics"), format!("1–{MAX_METRICS} metrics")));
+            errors.push(FieldError::new(
+                format!("{at}.metrics"),
+                format!("1–{MAX_METRICS} metrics"),
+            ));
         }
         if self.dimensions.len() > MAX_DIMENSIONS {
             errors.push(FieldError::new(
@@ -220,7 +238,10 @@ impl WidgetQuery {
         }
         for (kind, names) in [("metrics", &self.metrics), ("dimensions", &self.dimensions)] {
             if let Some(j) = names.iter().position(|n| !is_ga_name(n)) {
-                errors.push(FieldError::new(format!("{at}.{kind}[{j}]"), "not a GA4 API name"));
+                errors.push(FieldError::new(
+                    format!("{at}.{kind}[{j}]"),
+                    "not a GA4 API name",
+                ));
             }
         }
         let range = &self.date_range;
@@ -228,9 +249,15 @@ impl WidgetQuery {
             (Some(_), None, None) => {}
             (None, Some(start), Some(end)) => {
                 if !is_iso_date(start) || !is_iso_date(end) {
-                    errors.push(FieldError::new(format!("{at}.date_range"), "dates must be YYYY-MM-DD"));
+                    errors.push(FieldError::new(
+                        format!("{at}.date_range"),
+                        "dates must be YYYY-MM-DD",
+                    ));
                 } else if end < start {
-                    errors.push(FieldError::new(format!("{at}.date_range"), "end_date is before start_date"));
+                    errors.push(FieldError::new(
+                        format!("{at}.date_range"),
+                        "end_date is before start_date",
+                    ));
                 }
             }
             _ => errors.push(FieldError::new(
@@ -239,11 +266,17 @@ impl WidgetQuery {
             )),
         }
         if self.filters.len() > MAX_FILTERS {
-            errors.push(FieldError::new(format!("{at}.filters"), format!("at most {MAX_FILTERS} filters")));
+            errors.push(FieldError::new(
+                format!("{at}.filters"),
+                format!("at most {MAX_FILTERS} filters"),
+            ));
         }
         for (j, filter) in self.filters.iter().enumerate() {
             if !is_ga_name(&filter.dimension) {
-                errors.push(FieldError::new(format!("{at}.filters[{j}].dimension"), "not a GA4 API name"));
+                errors.push(FieldError::new(
+                    format!("{at}.filters[{j}].dimension"),
+                    "not a GA4 API name",
+                ));
             }
             let single = !matches!(filter.op, FilterOp::InList);
             if filter.values.is_empty()
@@ -260,7 +293,10 @@ impl WidgetQuery {
         if let Some(limit) = self.limit
             && !(1..=MAX_ROW_LIMIT).contains(&limit)
         {
-            errors.push(FieldError::new(format!("{at}.limit"), format!("must be 1–{MAX_ROW_LIMIT}")));
+            errors.push(FieldError::new(
+                format!("{at}.limit"),
+                format!("must be 1–{MAX_ROW_LIMIT}"),
+            ));
         }
     }
 }
@@ -359,21 +395,32 @@ impl SettingsValues {
         if let Some(tz) = &self.timezone
             && jiff::tz::TimeZone::get(tz).is_err()
         {
-            errors.push(FieldError::new(format!("{at}.timezone"), "not an IANA time zone name"));
+            errors.push(FieldError::new(
+                format!("{at}.timezone"),
+                "not an IANA time zone name",
+            ));
         }
         if let Some(currency) = &self.currency
             && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
         {
-            errors.push(FieldError::new(format!("{at}.currency"), "must be an ISO 4217 code like EUR"));
+            errors.push(FieldError::new(
+                format!("{at}.currency"),
+                "must be an ISO 4217 code like EUR",
+            ));
         }
         if let Some(locale) = &self.locale {
             let mut parts = locale.split('-');
-            let lang_ok = parts
-                .next()
-                .is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()));
-            let rest_ok = parts.all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+            let lang_ok = parts.next().is_some_and(|l| {
+                (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase())
+            });
+            let rest_ok = parts.all(|p| {
+                (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
             if !(lang_ok && rest_ok && locale.len() <= 35) {
-                errors.push(FieldError::new(format!("{at}.locale"), "must be a BCP 47 tag like de-DE"));
+                errors.push(FieldError::new(
+                    format!("{at}.locale"),
+                    "must be a BCP 47 tag like de-DE",
+                ));
             }
         }
     }
@@ -406,7 +453,12 @@ mod tests {
             id: id.into(),
             kind: WidgetKind::Kpi,
             title: "Users".into(),
-            position: GridPosition { x: 0, y: 0, w: 4, h: 2 },
+            position: GridPosition {
+                x: 0,
+                y: 0,
+                w: 4,
+                h: 2,
+            },
             query: WidgetQuery {
                 connection_id: "c1".into(),
                 metrics: vec!["activeUsers".into()],
@@ -443,19 +495,37 @@ mod tests {
             (|d| d.name = " ".into(), "name"),
             (|d| d.name = "x".repeat(201), "name"),
             (|d| d.layout.columns = 0, "layout.columns"),
-            (|d| d.widgets = (0..51).map(|i| widget(&format!("w{i}"))).collect(), "widgets"),
+            (
+                |d| d.widgets = (0..51).map(|i| widget(&format!("w{i}"))).collect(),
+                "widgets",
+            ),
             (|d| d.widgets.push(widget("w1")), "widgets[1].id"),
             (|d| d.widgets[0].position.x = 10, "widgets[0].position"),
-            (|d| d.widgets[0].query.metrics.clear(), "widgets[0].query.metrics"),
-            (|d| d.widgets[0].query.metrics[0] = "drop table".into(), "widgets[0].query.metrics[0]"),
-            (|d| d.widgets[0].query.date_range.start_date = Some("2024-01-01".into()), "widgets[0].query.date_range"),
-            (|d| d.widgets[0].query.limit = Some(0), "widgets[0].query.limit"),
+            (
+                |d| d.widgets[0].query.metrics.clear(),
+                "widgets[0].query.metrics",
+            ),
+            (
+                |d| d.widgets[0].query.metrics[0] = "drop table".into(),
+                "widgets[0].query.metrics[0]",
+            ),
+            (
+                |d| d.widgets[0].query.date_range.start_date = Some("2024-01-01".into()),
+                "widgets[0].query.date_range",
+            ),
+            (
+                |d| d.widgets[0].query.limit = Some(0),
+                "widgets[0].query.limit",
+            ),
         ];
         for (mutate, field) in cases {
             let mut d = input();
             mutate(&mut d);
             let errors = d.validate();
-            assert!(errors.iter().any(|e| e.field == field), "{field}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "{field}: {errors:?}"
+            );
         }
     }
 

@@ -19,19 +19,47 @@ use crate::store::WriteError;
 /// router's OpenAPI document and to template.yaml.
 pub static ROUTES: &[RouteRule] = &[
     RouteRule::new(Method::GET, "/v1/dashboards/health", Access::Public),
-    RouteRule::new(Method::GET, "/v1/dashboards", Access::RoleOrScope(Role::Viewer, "dashboards:read")),
+    RouteRule::new(
+        Method::GET,
+        "/v1/dashboards",
+        Access::RoleOrScope(Role::Viewer, "dashboards:read"),
+    ),
     RouteRule::new(Method::POST, "/v1/dashboards", Access::Role(Role::Editor)),
-    RouteRule::new(Method::GET, "/v1/dashboards/{id}", Access::RoleOrScope(Role::Viewer, "dashboards:read")),
-    RouteRule::new(Method::PUT, "/v1/dashboards/{id}", Access::Role(Role::Editor)),
-    RouteRule::new(Method::PATCH, "/v1/dashboards/{id}", Access::Role(Role::Editor)),
-    RouteRule::new(Method::DELETE, "/v1/dashboards/{id}", Access::Role(Role::Editor)),
-    RouteRule::new(Method::POST, "/v1/dashboards/{id}/duplicate", Access::Role(Role::Editor)),
+    RouteRule::new(
+        Method::GET,
+        "/v1/dashboards/{id}",
+        Access::RoleOrScope(Role::Viewer, "dashboards:read"),
+    ),
+    RouteRule::new(
+        Method::PUT,
+        "/v1/dashboards/{id}",
+        Access::Role(Role::Editor),
+    ),
+    RouteRule::new(
+        Method::PATCH,
+        "/v1/dashboards/{id}",
+        Access::Role(Role::Editor),
+    ),
+    RouteRule::new(
+        Method::DELETE,
+        "/v1/dashboards/{id}",
+        Access::Role(Role::Editor),
+    ),
+    RouteRule::new(
+        Method::POST,
+        "/v1/dashboards/{id}/duplicate",
+        Access::Role(Role::Editor),
+    ),
     // Any user writes their own preferences; the handler requires admin for the tenant block.
     RouteRule::new(Method::GET, "/v1/settings", Access::Role(Role::Viewer)),
     RouteRule::new(Method::PUT, "/v1/settings", Access::Role(Role::Viewer)),
     RouteRule::new(Method::POST, "/v1/api-keys", Access::Role(Role::Admin)),
     RouteRule::new(Method::GET, "/v1/api-keys", Access::Role(Role::Admin)),
-    RouteRule::new(Method::DELETE, "/v1/api-keys/{id}", Access::Role(Role::Admin)),
+    RouteRule::new(
+        Method::DELETE,
+        "/v1/api-keys/{id}",
+        Access::Role(Role::Admin),
+    ),
 ];
 
 #[utoipa::path(get, path = "/v1/dashboards/health", tag = "dashboards",
@@ -80,9 +108,9 @@ fn write_error(error: WriteError, limit: u32) -> ApiError {
     match error {
         WriteError::NotFound => ApiError::NotFound,
         WriteError::VersionMismatch => ApiError::PreconditionFailed,
-        WriteError::LimitReached => {
-            ApiError::Conflict(format!("the tenant already has the maximum of {limit} dashboards"))
-        }
+        WriteError::LimitReached => ApiError::Conflict(format!(
+            "the tenant already has the maximum of {limit} dashboards"
+        )),
         WriteError::TooLarge => ApiError::PayloadTooLarge(
             "the dashboard is too large to store; remove widgets or filters".into(),
         ),
@@ -92,7 +120,9 @@ fn write_error(error: WriteError, limit: u32) -> ApiError {
 
 fn dashboard_response(status: StatusCode, dashboard: Dashboard) -> Response {
     let mut response = (status, ApiJson(&dashboard)).into_response();
-    response.headers_mut().insert(header::ETAG, etag(dashboard.version));
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(dashboard.version));
     if status == StatusCode::CREATED
         && let Ok(location) = HeaderValue::from_str(&format!("/v1/dashboards/{}", dashboard.id))
     {
@@ -168,7 +198,11 @@ pub async fn list_dashboards(
 ) -> Result<ApiJson<DashboardPage>, ApiError> {
     let page = state
         .store
-        .list(principal.tenant(), params.limit()?, params.cursor.as_deref())
+        .list(
+            principal.tenant(),
+            params.limit()?,
+            params.cursor.as_deref(),
+        )
         .await?;
     Ok(ApiJson(DashboardPage {
         items: page.items.iter().map(DashboardSummary::from).collect(),
@@ -184,7 +218,12 @@ pub async fn create_dashboard(
     ApiJson(input): ApiJson<DashboardInput>,
 ) -> Result<Response, ApiError> {
     check_input(&state, principal.tenant(), &input).await?;
-    let limit = state.config.current().await.limits.max_dashboards_per_tenant;
+    let limit = state
+        .config
+        .current()
+        .await
+        .limits
+        .max_dashboards_per_tenant;
     let dashboard = state
         .store
         .create(principal.tenant(), principal.subject(), input, limit)
@@ -240,7 +279,13 @@ pub async fn replace_dashboard(
     check_input(&state, principal.tenant(), &input).await?;
     let dashboard = state
         .store
-        .replace(principal.tenant(), id, principal.subject(), &input, expected)
+        .replace(
+            principal.tenant(),
+            id,
+            principal.subject(),
+            &input,
+            expected,
+        )
         .await
         .map_err(|e| write_error(e, 0))?;
     Ok(dashboard_response(StatusCode::OK, dashboard))
@@ -271,19 +316,24 @@ pub async fn patch_dashboard(
     if current.version != expected {
         return Err(ApiError::PreconditionFailed);
     }
-    let mut document = serde_json::to_value(&current.content)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut document =
+        serde_json::to_value(&current.content).map_err(|e| ApiError::Internal(e.to_string()))?;
     json_patch::merge(&mut document, &patch);
-    let input: DashboardInput = serde_json::from_value(document).map_err(|e| {
-        ApiError::Unprocessable {
+    let input: DashboardInput =
+        serde_json::from_value(document).map_err(|e| ApiError::Unprocessable {
             detail: format!("the patched dashboard is invalid: {e}"),
             errors: Vec::new(),
-        }
-    })?;
+        })?;
     check_input(&state, principal.tenant(), &input).await?;
     let dashboard = state
         .store
-        .replace(principal.tenant(), id, principal.subject(), &input, expected)
+        .replace(
+            principal.tenant(),
+            id,
+            principal.subject(),
+            &input,
+            expected,
+        )
         .await
         .map_err(|e| write_error(e, 0))?;
     Ok(dashboard_response(StatusCode::OK, dashboard))
@@ -342,7 +392,12 @@ pub async fn duplicate_dashboard(
     if !errors.is_empty() {
         return Err(ApiError::unprocessable(errors));
     }
-    let limit = state.config.current().await.limits.max_dashboards_per_tenant;
+    let limit = state
+        .config
+        .current()
+        .await
+        .limits
+        .max_dashboards_per_tenant;
     let dashboard = state
         .store
         .create(principal.tenant(), principal.subject(), content, limit)
@@ -359,7 +414,9 @@ async fn settings_view(state: &AppState, principal: &Principal) -> Result<Settin
         .settings(principal.tenant(), principal.subject())
         .await?;
     Ok(SettingsView {
-        effective: SettingsValues::product_defaults().overlay(&tenant).overlay(&user),
+        effective: SettingsValues::product_defaults()
+            .overlay(&tenant)
+            .overlay(&user),
         tenant,
         user,
     })
@@ -385,7 +442,9 @@ pub async fn put_settings(
         return Err(ApiError::field("$", "give `tenant` and/or `user`"));
     }
     if update.tenant.is_some() && !principal.has_role(Role::Admin) {
-        return Err(ApiError::Forbidden("only admins change tenant defaults".into()));
+        return Err(ApiError::Forbidden(
+            "only admins change tenant defaults".into(),
+        ));
     }
     let mut errors = Vec::new();
     for (at, block) in [("tenant", &update.tenant), ("user", &update.user)] {
@@ -400,7 +459,12 @@ pub async fn put_settings(
     if let Some(values) = &update.tenant {
         state
             .store
-            .put_settings(tenant, app_storage::keys::SETTINGS_TENANT, principal.subject(), values)
+            .put_settings(
+                tenant,
+                app_storage::keys::SETTINGS_TENANT,
+                principal.subject(),
+                values,
+            )
             .await?;
     }
     if let Some(values) = &update.user {
@@ -461,17 +525,26 @@ pub async fn create_api_key(
     let now = time::OffsetDateTime::now_utc();
     let valid_until = match &request.expires_at {
         None => None,
-        Some(text) => match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
-            Ok(at) if at > now && at < now + time::Duration::days(731) => Some(at),
-            Ok(_) => {
-                errors.push(FieldError::new("expires_at", "must be in the future and within 2 years"));
-                None
+        Some(text) => {
+            match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            {
+                Ok(at) if at > now && at < now + time::Duration::days(731) => Some(at),
+                Ok(_) => {
+                    errors.push(FieldError::new(
+                        "expires_at",
+                        "must be in the future and within 2 years",
+                    ));
+                    None
+                }
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        "expires_at",
+                        "must be an RFC 3339 timestamp",
+                    ));
+                    None
+                }
             }
-            Err(_) => {
-                errors.push(FieldError::new("expires_at", "must be an RFC 3339 timestamp"));
-                None
-            }
-        },
+        }
     };
     if !errors.is_empty() {
         return Err(ApiError::unprocessable(errors));
@@ -486,15 +559,19 @@ pub async fn create_api_key(
         .create(
             principal.tenant(),
             principal.subject(),
-            app_auth::NewApiKey { name, scopes, valid_until },
+            app_auth::NewApiKey {
+                name,
+                scopes,
+                valid_until,
+            },
             &config.api_key_pepper_bytes(),
             limit,
         )
         .await
         .map_err(|e| match e {
-            e if e.condition_failed_at(1) => {
-                ApiError::Conflict(format!("the tenant already has the maximum of {limit} API keys"))
-            }
+            e if e.condition_failed_at(1) => ApiError::Conflict(format!(
+                "the tenant already has the maximum of {limit} API keys"
+            )),
             e => e.into(),
         })?;
     let location = format!("/v1/api-keys/{}", record.id);
@@ -527,7 +604,11 @@ pub async fn list_api_keys(
 ) -> Result<ApiJson<ApiKeyPage>, ApiError> {
     let page = state
         .api_keys
-        .list(principal.tenant(), params.limit()?, params.cursor.as_deref())
+        .list(
+            principal.tenant(),
+            params.limit()?,
+            params.cursor.as_deref(),
+        )
         .await?;
     Ok(ApiJson(ApiKeyPage {
         items: page.items,

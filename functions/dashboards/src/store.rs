@@ -171,7 +171,10 @@ impl DashboardStore {
             .client()
             .update_item()
             .table_name(self.table.name())
-            .set_key(Some(Table::key(&keys::tenant(tenant), &keys::dashboard(id))))
+            .set_key(Some(Table::key(
+                &keys::tenant(tenant),
+                &keys::dashboard(id),
+            )))
             .update_expression(
                 "SET content = :content, version = :next, updated_at = :at, updated_by = :by",
             )
@@ -275,7 +278,10 @@ impl DashboardStore {
             .build()
             .map_err(|e| StorageError::Corrupt(e.to_string()))?;
         let items = self
-            .batch_get(HashMap::from([(self.table.name().to_string(), keys_and_attributes)]))
+            .batch_get(HashMap::from([(
+                self.table.name().to_string(),
+                keys_and_attributes,
+            )]))
             .await?;
         Ok(items
             .into_iter()
@@ -313,7 +319,9 @@ impl DashboardStore {
             pending = output.unprocessed_keys;
         }
         if pending.is_some_and(|p| !p.is_empty()) {
-            return Err(StorageError::Unavailable("batch_get_item: unprocessed keys".into()));
+            return Err(StorageError::Unavailable(
+                "batch_get_item: unprocessed keys".into(),
+            ));
         }
         Ok(found)
     }
@@ -371,7 +379,9 @@ impl DashboardStore {
             .update_item()
             .table_name(self.table.name())
             .set_key(Some(Table::key(&keys::tenant(tenant), sk)))
-            .update_expression("SET #values = :values, updated_at = :at, updated_by = :by ADD version :one")
+            .update_expression(
+                "SET #values = :values, updated_at = :at, updated_by = :by ADD version :one",
+            )
             .expression_attribute_names("#values", "values")
             .expression_attribute_values(":values", AttributeValue::M(to_item(values)?))
             .expression_attribute_values(":at", AttributeValue::S(now()))
@@ -389,10 +399,7 @@ fn to_attribute(content: &DashboardInput) -> Result<AttributeValue, StorageError
 }
 
 fn check_size(item: &app_storage::Item) -> Result<(), WriteError> {
-    let size: usize = item
-        .iter()
-        .map(|(k, v)| k.len() + estimated_size(v))
-        .sum();
+    let size: usize = item.iter().map(|(k, v)| k.len() + estimated_size(v)).sum();
     if size > crate::model::MAX_ITEM_BYTES {
         return Err(WriteError::TooLarge);
     }

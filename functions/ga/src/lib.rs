@@ -11,11 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// Who may call what (docs/security.md reproduces every function's table).
-pub static ROUTES: &[RouteRule] = &[RouteRule::new(
-    Method::GET,
-    "/v1/ga/health",
-    Access::Public,
-)];
+pub static ROUTES: &[RouteRule] = &[RouteRule::new(Method::GET, "/v1/ga/health", Access::Public)];
 
 #[derive(OpenApi)]
 #[openapi(info(title = "GA API", version = "1"))]

@@ -34,7 +34,9 @@ pub fn parse_key(presented: &str) -> Option<&str> {
     let rest = presented.strip_prefix(KEY_PREFIX)?;
     let (key_id, secret) = rest.split_at_checked(KEY_ID_HEX_LEN)?;
     let secret = secret.strip_prefix('_')?;
-    let id_ok = key_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let id_ok = key_id
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     let secret_ok = secret.len() == SECRET_LEN
         && secret
             .bytes()
@@ -265,7 +267,11 @@ impl ApiKeyStore {
     }
 
     /// Verifies a presented key and returns the machine principal.
-    pub async fn authenticate(&self, presented: &str, pepper: &[u8]) -> Result<Principal, Rejection> {
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        pepper: &[u8],
+    ) -> Result<Principal, Rejection> {
         let key_id = parse_key(presented).ok_or(Rejection::ApiKeyInvalid)?;
         let item = self.load(key_id).await?.ok_or(Rejection::ApiKeyInvalid)?;
         let stored = STANDARD
@@ -379,16 +385,40 @@ mod tests {
 
     #[test]
     fn parses_only_well_formed_keys() {
-        let good = format!("adk_{}_{}", "0123456789abcdef0123456789abcdef", "A".repeat(43));
+        let good = format!(
+            "adk_{}_{}",
+            "0123456789abcdef0123456789abcdef",
+            "A".repeat(43)
+        );
         assert_eq!(parse_key(&good), Some("0123456789abcdef0123456789abcdef"));
         let bad = [
             String::new(),
             "adk_".into(),
-            format!("adk_{}_{}", "0123456789abcdef0123456789abcdeF", "A".repeat(43)),
-            format!("adk_{}_{}", "0123456789abcdef0123456789abcdef", "A".repeat(42)),
-            format!("adk_{}-{}", "0123456789abcdef0123456789abcdef", "A".repeat(43)),
-            format!("xyz_{}_{}", "0123456789abcdef0123456789abcdef", "A".repeat(43)),
-            format!("adk_{}_{}", "0123456789abcdef0123456789abcdef", "A=".repeat(22)),
+            format!(
+                "adk_{}_{}",
+                "0123456789abcdef0123456789abcdeF",
+                "A".repeat(43)
+            ),
+            format!(
+                "adk_{}_{}",
+                "0123456789abcdef0123456789abcdef",
+                "A".repeat(42)
+            ),
+            format!(
+                "adk_{}-{}",
+                "0123456789abcdef0123456789abcdef",
+                "A".repeat(43)
+            ),
+            format!(
+                "xyz_{}_{}",
+                "0123456789abcdef0123456789abcdef",
+                "A".repeat(43)
+            ),
+            format!(
+                "adk_{}_{}",
+                "0123456789abcdef0123456789abcdef",
+                "A=".repeat(22)
+            ),
         ];
         for key in bad {
             assert_eq!(parse_key(&key), None, "{key}");

@@ -370,7 +370,9 @@ fn is_valid_tenant(tenant: &str) -> bool {
 fn highest_role(value: Option<&serde_json::Value>) -> Result<Option<Role>, Rejection> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(s.split_whitespace().filter_map(Role::parse).max()),
+        Some(serde_json::Value::String(s)) => {
+            Ok(s.split_whitespace().filter_map(Role::parse).max())
+        }
         Some(serde_json::Value::Array(items)) => {
             let mut best = None;
             for item in items {
@@ -400,12 +402,27 @@ mod tests {
     fn header_checks_reject_before_any_key_lookup() {
         let allowed = vec!["RS256".to_string(), "ES256".to_string()];
         let cases = [
-            (r#"{"alg":"none","kid":"k"}"#, Rejection::AlgorithmNotAllowed),
-            (r#"{"alg":"NoNe","kid":"k"}"#, Rejection::AlgorithmNotAllowed),
-            (r#"{"alg":"HS256","kid":"k"}"#, Rejection::AlgorithmNotAllowed),
-            (r#"{"alg":"RS512","kid":"k"}"#, Rejection::AlgorithmNotAllowed),
+            (
+                r#"{"alg":"none","kid":"k"}"#,
+                Rejection::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"NoNe","kid":"k"}"#,
+                Rejection::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"k"}"#,
+                Rejection::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"RS512","kid":"k"}"#,
+                Rejection::AlgorithmNotAllowed,
+            ),
             (r#"{"kid":"k"}"#, Rejection::AlgorithmNotAllowed),
-            (r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#, Rejection::CritUnsupported),
+            (
+                r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#,
+                Rejection::CritUnsupported,
+            ),
             (r#"{"alg":"RS256"}"#, Rejection::MissingKid),
             (r#"not json"#, Rejection::Malformed),
         ];
@@ -418,7 +435,10 @@ mod tests {
         }
         assert_eq!(check_header("a.b", &allowed), Err(Rejection::Malformed));
         assert_eq!(
-            check_header(&token_with_header(r#"{"alg":"RS256","kid":"k1","jku":"https://evil"}"#), &allowed),
+            check_header(
+                &token_with_header(r#"{"alg":"RS256","kid":"k1","jku":"https://evil"}"#),
+                &allowed
+            ),
             Ok((Algorithm::RS256, "k1".to_string()))
         );
     }

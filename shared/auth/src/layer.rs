@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::Method;
 
 use crate::{
-    Access, ApiKeyStore, Credential, JwtVerifier, Principal, Rejection, RouteRule,
-    record_rejection,
+    Access, ApiKeyStore, Credential, JwtVerifier, Principal, Rejection, RouteRule, record_rejection,
 };
 
 /// Built once per container and shared by every request.
@@ -99,7 +98,11 @@ async fn authenticate(
                 .ok_or(Rejection::Malformed)?;
             let claims = auth.jwt.verify(token, &config.oidc).await?;
             let tenant = claims.tenant.ok_or(Rejection::MissingTenant)?;
-            Principal::new(tenant, claims.subject, Credential::User { role: claims.role })
+            Principal::new(
+                tenant,
+                claims.subject,
+                Credential::User { role: claims.role },
+            )
         }
     };
     match (access, principal.credential()) {

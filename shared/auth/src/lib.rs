@@ -28,7 +28,17 @@ use serde::{Deserialize, Serialize};
 
 /// User roles, ordered: a higher role includes every lower one.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -221,9 +231,7 @@ impl Rejection {
     /// 401 when we do not know who is calling; 403 when we do and the answer is no.
     pub fn to_api_error(self) -> ApiError {
         match self {
-            Self::MissingTenant => {
-                ApiError::Forbidden("the token carries no tenant".into())
-            }
+            Self::MissingTenant => ApiError::Forbidden("the token carries no tenant".into()),
             Self::InsufficientRole => {
                 ApiError::Forbidden("your role does not allow this operation".into())
             }

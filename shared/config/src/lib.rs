@@ -178,12 +178,10 @@ async fn fetch(
             secret_id: secret_id.to_string(),
             reason: aws_config_error_reason(&e),
         })?;
-    let text = output
-        .secret_string()
-        .ok_or_else(|| ConfigError::Invalid {
-            field: "$".into(),
-            reason: "the secret has no string value".into(),
-        })?;
+    let text = output.secret_string().ok_or_else(|| ConfigError::Invalid {
+        field: "$".into(),
+        reason: "the secret has no string value".into(),
+    })?;
     parse_and_validate(text)
 }
 

@@ -234,7 +234,10 @@ fn validate(config: &AppConfig) -> Result<(), ConfigError> {
         return Err(invalid("oidc.jwks_url", "must be an https URL"));
     }
     if oidc.algorithms.is_empty() {
-        return Err(invalid("oidc.algorithms", "must list at least one algorithm"));
+        return Err(invalid(
+            "oidc.algorithms",
+            "must list at least one algorithm",
+        ));
     }
     const ASYMMETRIC: [&str; 9] = [
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
@@ -253,7 +256,10 @@ fn validate(config: &AppConfig) -> Result<(), ConfigError> {
         return Err(invalid("oidc.leeway_secs", "must be at most 60"));
     }
     if oidc.tenant_claim.is_empty() || oidc.roles_claim.is_empty() {
-        return Err(invalid("oidc.tenant_claim", "claim names must not be empty"));
+        return Err(invalid(
+            "oidc.tenant_claim",
+            "claim names must not be empty",
+        ));
     }
     for (field, key) in [
         ("api_key_pepper", &config.api_key_pepper),
@@ -293,7 +299,10 @@ fn validate(config: &AppConfig) -> Result<(), ConfigError> {
     if let Some(alerting) = &config.alerting {
         for (field, url) in [
             ("alerting.slack_webhook_url", &alerting.slack_webhook_url),
-            ("alerting.generic_webhook_url", &alerting.generic_webhook_url),
+            (
+                "alerting.generic_webhook_url",
+                &alerting.generic_webhook_url,
+            ),
         ] {
             if let Some(url) = url
                 && !is_acceptable_url(url.expose())

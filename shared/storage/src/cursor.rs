@@ -118,7 +118,8 @@ mod tests {
         let sealer = CursorSealer::new(b"0123456789abcdef0123456789abcdef");
         let cursor = sealer.seal(&key(), "a/dashboards").unwrap();
         let (payload, tag) = cursor.split_once('.').unwrap();
-        let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"k":{"pk":"T#b","sk":"DASH#1"},"s":"a/dashboards"}"#);
+        let forged_payload =
+            URL_SAFE_NO_PAD.encode(br#"{"k":{"pk":"T#b","sk":"DASH#1"},"s":"a/dashboards"}"#);
         let cases = [
             format!("{forged_payload}.{tag}"),
             format!("{payload}.AAAA"),

@@ -312,7 +312,11 @@ impl Table {
     }
 
     /// A `Delete` of an item that must exist.
-    pub fn tx_delete_existing(&self, pk: &str, sk: &str) -> Result<TransactWriteItem, StorageError> {
+    pub fn tx_delete_existing(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<TransactWriteItem, StorageError> {
         let delete = aws_sdk_dynamodb::types::Delete::builder()
             .table_name(&self.name)
             .set_key(Some(Self::key(pk, sk)))

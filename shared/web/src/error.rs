@@ -174,7 +174,9 @@ impl Problem {
             status: status.as_u16(),
             detail,
             code: code.to_string(),
-            request_id: current_request_id().map(|id| id.to_string()).unwrap_or_default(),
+            request_id: current_request_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             errors: Vec::new(),
         }
     }
@@ -182,10 +184,9 @@ impl Problem {
     pub fn into_response_with(self, status: StatusCode) -> Response {
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_JSON),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }
@@ -227,7 +228,9 @@ impl From<app_storage::StorageError> for ApiError {
             E::ConditionFailed | E::TransactionCancelled(_) => {
                 Self::Conflict("the resource changed concurrently; retry".into())
             }
-            E::InvalidCursor => Self::BadRequest("`cursor` is invalid or belongs to another list".into()),
+            E::InvalidCursor => {
+                Self::BadRequest("`cursor` is invalid or belongs to another list".into())
+            }
             E::Corrupt(detail) => Self::Internal(detail),
             E::Unavailable(detail) => {
                 tracing::warn!(%detail, "dynamodb unavailable");

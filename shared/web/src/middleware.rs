@@ -46,9 +46,9 @@ pub fn is_cold_start_consumed() -> bool {
 
 fn request_id_of(req: &Request) -> RequestId {
     #[allow(irrefutable_let_patterns)]
-    if let Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) = req
-        .extensions()
-        .get::<lambda_http::request::RequestContext>()
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) =
+        req.extensions()
+            .get::<lambda_http::request::RequestContext>()
         && let Some(id) = &ctx.request_id
     {
         return RequestId(Arc::from(id.as_str()));

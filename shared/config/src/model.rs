@@ -365,7 +365,7 @@ mod tests {
         star["cors_allowed_origins"] = serde_json::json!(["*"]);
 
         let cases = [
-            (unknown, "oidc", "unknown field `isuser`"),
+            (unknown, "oidc.isuser", "unknown field `isuser`"),
             (wrong_type, "cursor_key", "wrong type or value"),
             (wrong_type2, "oidc.leeway_secs", "wrong type or value"),
             (hs, "oidc.algorithms[1]", "asymmetric"),

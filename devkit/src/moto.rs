@@ -14,19 +14,29 @@ pub struct MotoServer {
     pub endpoint: String,
 }
 
-/// `MOTO_SERVER`, else the project venv's, else the one on PATH.
-pub fn moto_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return Some(PathBuf::from(path));
-    }
-    let local = repo_root().join(".venv/bin/moto_server");
-    if local.exists() {
-        return Some(local);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("moto_server"))
-        .find(|candidate| candidate.exists())
+/// moto's own server program, run single-threaded (see [`MotoServer::start_on`]).
+const LAUNCHER: &str = "import sys\n\
+from werkzeug.serving import run_simple\n\
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+app = DomainDispatcherApplication(create_backend_app)\n\
+run_simple(sys.argv[1], int(sys.argv[2]), app, threaded=False)\n";
+
+/// A Python interpreter that can import moto's server: `MOTO_PYTHON`, else the project venv's,
+/// else `python3` from PATH.
+pub fn moto_python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("MOTO_PYTHON").map(PathBuf::from),
+        Some(repo_root().join(".venv/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    candidates.into_iter().flatten().find(|python| {
+        Command::new(python)
+            .args(["-c", "import moto.server, werkzeug"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 impl MotoServer {
@@ -35,13 +45,17 @@ impl MotoServer {
         Self::start_on(free_port()?)
     }
 
+    /// moto runs its server single-threaded here: DynamoDB evaluates a condition and applies the
+    /// write atomically, and threaded moto does not (two conditional writes racing on one item
+    /// can both succeed). One request at a time restores DynamoDB's per-item atomicity, which the
+    /// concurrency tests rely on.
     pub fn start_on(port: u16) -> DevResult<Self> {
-        let binary = moto_binary().ok_or(
-            "moto_server not found: run `cargo xtask dev` or `cargo xtask test` once to install it",
+        let python = moto_python().ok_or(
+            "moto is not installed: run `cargo xtask dev` or `cargo xtask test` once to install it",
         )?;
-        let mut command = Command::new(binary);
+        let mut command = Command::new(python);
         command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-c", LAUNCHER, "127.0.0.1", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

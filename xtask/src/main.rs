@@ -53,20 +53,21 @@ fn ensure_venv(dir: &str, probe: &str, packages: &[&str]) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// moto's server: the machine's if present, else pinned into `.venv`.
+/// A Python that can run moto's server: the machine's if it has moto, else a pinned `.venv`.
 fn ensure_moto() -> Result<PathBuf> {
-    if let Some(found) = devkit::moto::moto_binary() {
+    if let Some(found) = devkit::moto::moto_python() {
         return Ok(found);
     }
-    Ok(ensure_venv(".venv", "moto_server", &[devkit::moto::MOTO_PIN])?.join("moto_server"))
+    ensure_venv(".venv", "moto_server", &[devkit::moto::MOTO_PIN])?;
+    devkit::moto::moto_python().ok_or_else(|| "moto installed but not importable".into())
 }
 
 // ---------------------------------------------------------------- dev
 
 fn dev(args: &[String]) -> Result<()> {
-    let moto_binary = ensure_moto()?;
+    let moto_python = ensure_moto()?;
     // SAFETY: single-threaded here, before the runtime starts.
-    unsafe { std::env::set_var("MOTO_SERVER", &moto_binary) };
+    unsafe { std::env::set_var("MOTO_PYTHON", &moto_python) };
     let config_file = match args {
         [flag, path] if flag == "--config" => Some(PathBuf::from(path)),
         [] => {
@@ -226,13 +227,61 @@ async fn wait_for_shutdown() {
 
 // ---------------------------------------------------------------- test
 
+/// Pinned infrastructure tools. checkov and SAM pin conflicting boto3 versions: two venvs.
+const SAM_PINS: &[&str] = &[
+    "aws-sam-cli==1.170.0",
+    "cfn-lint==1.58.0",
+    "cargo-lambda==1.9.2",
+];
+const CHECKOV_PINS: &[&str] = &["checkov==3.3.30"];
+
+/// cfn-lint, `sam validate --lint` and checkov on template.yaml (offline, dummy credentials).
+fn check_template(root: &Path, sam_bin: &Path, checkov_bin: &Path) -> Result<()> {
+    run(Command::new(sam_bin.join("cfn-lint"))
+        .current_dir(root)
+        .arg("template.yaml"))?;
+    run(Command::new(sam_bin.join("sam"))
+        .current_dir(root)
+        .args(["validate", "--lint"])
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("SAM_CLI_TELEMETRY", "0"))?;
+    run(Command::new(checkov_bin.join("checkov"))
+        .current_dir(root)
+        .args([
+            "-f",
+            "template.yaml",
+            "--framework",
+            "cloudformation",
+            "--compact",
+            "--quiet",
+            "--skip-download",
+        ]))
+}
+
 fn test() -> Result<()> {
     let root = repo_root();
-    let moto_binary = ensure_moto()?;
+    // The three Python environments install side by side.
+    let (moto, sam, checkov) = std::thread::scope(|scope| {
+        let moto = scope.spawn(|| ensure_moto().map_err(|e| e.to_string()));
+        let sam =
+            scope.spawn(|| ensure_venv(".venv-sam", "sam", SAM_PINS).map_err(|e| e.to_string()));
+        let checkov = scope.spawn(|| {
+            ensure_venv(".venv-checkov", "checkov", CHECKOV_PINS).map_err(|e| e.to_string())
+        });
+        (moto.join(), sam.join(), checkov.join())
+    });
+    let joined = |r: std::thread::Result<std::result::Result<PathBuf, String>>| -> Result<PathBuf> {
+        r.map_err(|_| "installer thread panicked")?
+            .map_err(Into::into)
+    };
+    let (moto_python, sam_bin, checkov_bin) = (joined(moto)?, joined(sam)?, joined(checkov)?);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo)
         .current_dir(&root)
         .args(["fmt", "--all", "--check"]))?;
+    check_template(&root, &sam_bin, &checkov_bin)?;
     run(Command::new(&cargo).current_dir(&root).args([
         "clippy",
         "--workspace",
@@ -243,7 +292,7 @@ fn test() -> Result<()> {
     ]))?;
     run(Command::new(&cargo)
         .current_dir(&root)
-        .env("MOTO_SERVER", &moto_binary)
+        .env("MOTO_PYTHON", &moto_python)
         .args(["test", "--workspace"]))?;
     eprintln!("xtask test: all checks passed");
     Ok(())

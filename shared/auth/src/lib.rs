@@ -257,5 +257,6 @@ pub fn rejection_count() -> u64 {
 
 pub(crate) fn record_rejection(reason: Rejection) {
     REJECTIONS.fetch_add(1, Ordering::Relaxed);
+    app_telemetry::metrics::auth_rejected(&reason.to_string());
     tracing::warn!(target: "auth", reason = %reason, metric = "AuthRejected", "auth rejected");
 }

@@ -83,5 +83,6 @@ where
             return Err(error.into());
         }
     };
+    app_telemetry::metrics::init(&platform.resources.stage);
     app_web::run_lambda(build(platform)).await
 }

@@ -219,3 +219,79 @@ mod tests {
         assert_eq!(redact(line), line);
     }
 }
+
+/// Application metrics in CloudWatch Embedded Metric Format (namespace `AnalyticsDashboard`,
+/// dimension `Stage` on every metric), through the `metrics` facade. Without [`metrics::init`]
+/// (local runs, tests) every call is a no-op.
+pub mod metrics {
+    use std::sync::OnceLock;
+
+    pub const NAMESPACE: &str = "AnalyticsDashboard";
+
+    static COLLECTOR: OnceLock<&'static metrics_cloudwatch_embedded::Collector> = OnceLock::new();
+
+    /// Installs the EMF recorder once per process (Lambda cold start).
+    pub fn init(stage: &str) {
+        if COLLECTOR.get().is_some() {
+            return;
+        }
+        match metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace(NAMESPACE)
+            .with_dimension("Stage", stage.to_string())
+            .init()
+        {
+            Ok(collector) => {
+                ::metrics::describe_histogram!(
+                    "Latency",
+                    ::metrics::Unit::Milliseconds,
+                    "request latency"
+                );
+                let _ = COLLECTOR.set(collector);
+            }
+            Err(error) => tracing::warn!(%error, "metrics recorder not installed"),
+        }
+    }
+
+    /// Writes the metrics recorded since the last flush as one EMF document.
+    pub fn flush_to(writer: impl std::io::Write) {
+        if let Some(collector) = COLLECTOR.get()
+            && let Err(error) = collector.flush(writer)
+        {
+            tracing::warn!(%error, "metrics flush failed");
+        }
+    }
+
+    /// End of a request: latency and status class per route, then flush (one document per
+    /// invocation, the shape Lambda + CloudWatch expect).
+    pub fn request(route: &str, status: u16, latency_ms: f64) {
+        if COLLECTOR.get().is_none() {
+            return;
+        }
+        let class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        ::metrics::histogram!("Latency", "Route" => route.to_string()).record(latency_ms);
+        ::metrics::counter!("Requests", "Route" => route.to_string(), "StatusClass" => class)
+            .increment(1);
+        flush_to(std::io::stdout());
+    }
+
+    /// One refused request: the total (alarmed on) and the count by reason.
+    pub fn auth_rejected(reason: &str) {
+        ::metrics::counter!("AuthRejected").increment(1);
+        ::metrics::counter!("AuthRejectedByReason", "Reason" => reason.to_string()).increment(1);
+    }
+
+    /// Any named counter of the product (GA refresh failures, cache hits…).
+    pub fn count(name: &'static str) {
+        ::metrics::counter!(name).increment(1);
+    }
+
+    /// A gauge such as the lowest GA quota remaining seen.
+    pub fn gauge(name: &'static str, value: f64) {
+        ::metrics::gauge!(name).set(value);
+    }
+}

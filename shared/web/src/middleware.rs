@@ -106,6 +106,7 @@ pub(crate) async fn request_context(req: Request, next: Next) -> Response {
         "request"
     );
 
+    app_telemetry::metrics::request(&route, status, latency_ms);
     add_security_headers(response.headers_mut(), &request_id);
     response
 }

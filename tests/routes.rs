@@ -117,3 +117,15 @@ async fn a_viewer_reaches_no_route_above_viewer() {
         }
     }
 }
+
+/// docs/security.md reproduces the route tables; this keeps it true.
+#[test]
+fn docs_security_reproduces_every_route_rule() {
+    let doc = std::fs::read_to_string(devkit::repo_root().join("docs/security.md")).unwrap();
+    for (name, table, _) in functions() {
+        for rule in table {
+            let row = format!("| {name} | {} | `{}` | {} |", rule.method, rule.path, rule.access);
+            assert!(doc.contains(&row), "docs/security.md lacks the row:\n{row}");
+        }
+    }
+}

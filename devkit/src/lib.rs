@@ -6,6 +6,7 @@ pub mod issuer;
 pub mod local;
 pub mod moto;
 pub mod provision;
+pub mod proxy;
 
 pub use issuer::DevIssuer;
 pub use local::{LocalApi, local_router};

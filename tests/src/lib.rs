@@ -31,7 +31,13 @@ impl TestEnv {
 
     /// `edit` adjusts the config secret before provisioning.
     pub async fn start_with(edit: impl FnOnce(&mut Value)) -> Self {
-        let endpoint = devkit::moto::shared().expect("moto_server must start");
+        Self::start_at(edit, None).await
+    }
+
+    /// Like `start_with`, with the AWS endpoint overridden (e.g. a counting proxy to moto).
+    pub async fn start_at(edit: impl FnOnce(&mut Value), aws_endpoint: Option<&str>) -> Self {
+        let moto = devkit::moto::shared().expect("moto_server must start");
+        let endpoint = aws_endpoint.unwrap_or(moto);
         let issuer = DevIssuer::start(0, devkit::issuer::DEFAULT_AUDIENCE)
             .await
             .unwrap();

@@ -1,0 +1,212 @@
+//! Per route of the dashboards function, for a warm container: AWS calls per request (counted by
+//! a proxy between the SDK and moto) and the handler's own CPU time (CPU time of the thread that
+//! runs the whole request on a current-thread runtime: routing, auth, validation, SDK
+//! serialisation and signing; not moto's work, not network waits).
+//! Run: `cargo bench -p integration-tests --bench route_costs` → a markdown table on stdout.
+
+use std::collections::BTreeMap;
+
+use http::Method;
+use integration_tests::{TestEnv, dashboard_body};
+use serde_json::json;
+
+const ITERATIONS: usize = 200;
+
+fn thread_cpu_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+struct Tokens {
+    viewer: String,
+    editor: String,
+    admin: String,
+    key: String,
+}
+
+const ROUTES: &[&str] = &[
+    "GET /v1/dashboards/health",
+    "GET /v1/dashboards (JWT)",
+    "GET /v1/dashboards (API key)",
+    "POST /v1/dashboards (no widgets)",
+    "POST /v1/dashboards (1 widget)",
+    "GET /v1/dashboards/{id}",
+    "GET /v1/dashboards/{id} (304)",
+    "PUT /v1/dashboards/{id}",
+    "PATCH /v1/dashboards/{id}",
+    "DELETE /v1/dashboards/{id}",
+    "POST /v1/dashboards/{id}/duplicate",
+    "GET /v1/settings",
+    "PUT /v1/settings (user)",
+    "GET /v1/api-keys",
+];
+
+/// Unmeasured preparation: routes on one dashboard get a fresh one (version 1).
+async fn setup(route: &str, env: &TestEnv, t: &Tokens) -> Option<String> {
+    if !route.contains("{id}") {
+        return None;
+    }
+    let created = env
+        .request(Method::POST, "/v1/dashboards")
+        .bearer(&t.editor)
+        .json(&dashboard_body("target", None))
+        .send()
+        .await
+        .json();
+    created["id"].as_str().map(str::to_string)
+}
+
+async fn call(route: &str, env: &TestEnv, t: &Tokens, id: Option<&str>) -> u16 {
+    let one = format!("/v1/dashboards/{}", id.unwrap_or_default());
+    let request = match route {
+        "GET /v1/dashboards/health" => env.request(Method::GET, "/v1/dashboards/health"),
+        "GET /v1/dashboards (JWT)" => env.request(Method::GET, "/v1/dashboards").bearer(&t.viewer),
+        "GET /v1/dashboards (API key)" => {
+            env.request(Method::GET, "/v1/dashboards").api_key(&t.key)
+        }
+        "POST /v1/dashboards (no widgets)" => env
+            .request(Method::POST, "/v1/dashboards")
+            .bearer(&t.editor)
+            .json(&dashboard_body("bench", None)),
+        "POST /v1/dashboards (1 widget)" => env
+            .request(Method::POST, "/v1/dashboards")
+            .bearer(&t.editor)
+            .json(&dashboard_body("bench", Some("conn-1"))),
+        "GET /v1/dashboards/{id}" => env.request(Method::GET, &one).bearer(&t.viewer),
+        "GET /v1/dashboards/{id} (304)" => env
+            .request(Method::GET, &one)
+            .bearer(&t.viewer)
+            .header("if-none-match", "\"v1\""),
+        "PUT /v1/dashboards/{id}" => env
+            .request(Method::PUT, &one)
+            .bearer(&t.editor)
+            .header("if-match", "\"v1\"")
+            .json(&dashboard_body("renamed", None)),
+        "PATCH /v1/dashboards/{id}" => env
+            .request(Method::PATCH, &one)
+            .bearer(&t.editor)
+            .header("if-match", "\"v1\"")
+            .json(&json!({ "name": "patched" })),
+        "DELETE /v1/dashboards/{id}" => env.request(Method::DELETE, &one).bearer(&t.editor),
+        "POST /v1/dashboards/{id}/duplicate" => env
+            .request(Method::POST, &format!("{one}/duplicate"))
+            .bearer(&t.editor),
+        "GET /v1/settings" => env.request(Method::GET, "/v1/settings").bearer(&t.viewer),
+        "PUT /v1/settings (user)" => env
+            .request(Method::PUT, "/v1/settings")
+            .bearer(&t.viewer)
+            .json(&json!({ "user": { "timezone": "Europe/Berlin" } })),
+        "GET /v1/api-keys" => env.request(Method::GET, "/v1/api-keys").bearer(&t.admin),
+        other => panic!("unknown route {other}"),
+    };
+    request.send().await.status.as_u16()
+}
+
+struct Row {
+    route: &'static str,
+    calls: BTreeMap<String, usize>,
+    cpu_us_median: f64,
+    cpu_us_p90: f64,
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let moto = devkit::moto::shared().unwrap();
+    let (proxy, counts) = devkit::proxy::start(moto).unwrap();
+    let env = TestEnv::start_at(|_| {}, Some(&proxy)).await;
+    env.seed_connection("acme", "conn-1").await;
+    let viewer = env.token("acme", "viewer");
+    let editor = env.token("acme", "editor");
+    let admin = env.token("acme", "admin");
+    let key = env
+        .request(Method::POST, "/v1/api-keys")
+        .bearer(&admin)
+        .json(&json!({ "name": "bench", "scopes": ["dashboards:read"] }))
+        .send()
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Some data to list, and warm caches (JWKS, API key record, config).
+    for i in 0..30 {
+        env.request(Method::POST, "/v1/dashboards")
+            .bearer(&editor)
+            .json(&dashboard_body(&format!("seed {i}"), None))
+            .send()
+            .await;
+    }
+    env.request(Method::GET, "/v1/dashboards")
+        .api_key(&key)
+        .send()
+        .await;
+
+    let tokens = Tokens {
+        viewer,
+        editor,
+        admin,
+        key,
+    };
+    let mut rows = Vec::new();
+    for route in ROUTES {
+        let mut cpu = Vec::with_capacity(ITERATIONS);
+        let mut total: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..ITERATIONS {
+            let id = setup(route, &env, &tokens).await;
+            counts.take();
+            let start = thread_cpu_ns();
+            let status = call(route, &env, &tokens, id.as_deref()).await;
+            cpu.push((thread_cpu_ns() - start) as f64 / 1000.0);
+            assert!(status < 400, "{route} answered {status}");
+            for (op, n) in counts.take() {
+                *total.entry(op).or_default() += n;
+            }
+        }
+        cpu.sort_by(|a, b| a.total_cmp(b));
+        rows.push(Row {
+            route,
+            calls: total,
+            cpu_us_median: cpu[cpu.len() / 2],
+            cpu_us_p90: cpu[cpu.len() * 9 / 10],
+        });
+    }
+
+    println!("| route (warm) | AWS calls per request | handler CPU median (µs) | p90 (µs) |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        let calls = if row.calls.is_empty() {
+            "none".to_string()
+        } else {
+            row.calls
+                .iter()
+                .map(|(op, n)| format!("{op} ×{}", format_ratio(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.0} |",
+            row.route, calls, row.cpu_us_median, row.cpu_us_p90
+        );
+    }
+}
+
+fn format_ratio(total: usize) -> String {
+    let per = total as f64 / ITERATIONS as f64;
+    if (per - per.round()).abs() < 1e-9 {
+        format!("{}", per as usize)
+    } else {
+        format!("{per:.2}")
+    }
+}

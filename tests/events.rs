@@ -32,6 +32,17 @@ const API_EVENTS: &[(&str, &str, u16)] = &[
     ("api-keys-create.json", "dashboards", 201),
     ("api-keys-list.json", "dashboards", 200),
     ("api-keys-revoke.json", "dashboards", 204),
+    ("ga-connections-authorize.json", "ga", 200),
+    ("ga-oauth-callback-unknown-state.json", "ga", 303),
+    ("ga-connections-list.json", "ga", 200),
+    ("ga-connections-get.json", "ga", 200),
+    ("ga-connections-patch.json", "ga", 200),
+    ("ga-connections-delete.json", "ga", 200),
+    ("ga-reports-run.json", "ga", 200),
+    ("ga-reports-save.json", "ga", 201),
+    ("ga-reports-list.json", "ga", 200),
+    ("ga-reports-get.json", "ga", 200),
+    ("ga-reports-delete.json", "ga", 204),
 ];
 
 const SNS_EVENTS: &[(&str, &str)] = &[
@@ -100,6 +111,29 @@ async fn api_gateway_events_run_through_each_function_router() {
         if text.contains("{{DASHBOARD_ID}}") {
             let id = create_dashboard(&env, &tokens[1].1).await;
             text = text.replace("{{DASHBOARD_ID}}", &id);
+        }
+        if text.contains("{{CONNECTION_ID}}") || text.contains("{{REPORT_ID}}") {
+            let connection = integration_tests::ga_flow::connect(&env, &tokens[1].1).await;
+            env.request(Method::PATCH, &format!("/v1/ga/connections/{connection}"))
+                .bearer(&tokens[1].1)
+                .json(&serde_json::json!({ "selected_property": "111111" }))
+                .send()
+                .await;
+            if text.contains("{{REPORT_ID}}") {
+                let saved = env
+                    .request(Method::POST, "/v1/ga/reports")
+                    .bearer(&tokens[1].1)
+                    .json(&serde_json::json!({ "name": "fixture", "query": {
+                        "connection_id": connection,
+                        "date_ranges": [{ "start_date": "7daysAgo", "end_date": "yesterday" }],
+                        "metrics": ["sessions"]
+                    }}))
+                    .send()
+                    .await
+                    .json();
+                text = text.replace("{{REPORT_ID}}", saved["id"].as_str().unwrap());
+            }
+            text = text.replace("{{CONNECTION_ID}}", &connection);
         }
         if text.contains("{{API_KEY_ID}}") {
             let created = env

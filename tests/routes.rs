@@ -88,6 +88,16 @@ async fn every_route_refuses_callers_without_credentials() {
                 .send()
                 .await;
             match rule.access {
+                // The OAuth callback without a state redirects to the frontend with an error.
+                Access::Public if rule.path == "/v1/ga/oauth/callback" => {
+                    assert_eq!(response.status, 303);
+                    assert!(
+                        response
+                            .header("location")
+                            .unwrap()
+                            .contains("reason=invalid_state")
+                    );
+                }
                 Access::Public => assert_eq!(response.status, 200, "{} {}", rule.method, rule.path),
                 _ => {
                     response.problem(401);
@@ -124,7 +134,10 @@ fn docs_security_reproduces_every_route_rule() {
     let doc = std::fs::read_to_string(devkit::repo_root().join("docs/security.md")).unwrap();
     for (name, table, _) in functions() {
         for rule in table {
-            let row = format!("| {name} | {} | `{}` | {} |", rule.method, rule.path, rule.access);
+            let row = format!(
+                "| {name} | {} | `{}` | {} |",
+                rule.method, rule.path, rule.access
+            );
             assert!(doc.contains(&row), "docs/security.md lacks the row:\n{row}");
         }
     }

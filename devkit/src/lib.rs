@@ -2,6 +2,7 @@
 //! moto (real AWS APIs on loopback), a dev OIDC issuer, provisioning of what template.yaml
 //! defines, and every function's router merged on one URL.
 
+pub mod google;
 pub mod issuer;
 pub mod local;
 pub mod moto;

@@ -125,7 +125,11 @@ fn main() {
 async fn run() {
     let moto = devkit::moto::shared().unwrap();
     let (proxy, counts) = devkit::proxy::start(moto).unwrap();
-    let env = TestEnv::start_at(|_| {}, Some(&proxy)).await;
+    let env = TestEnv::start_at(
+        |c| c["limits"] = json!({ "max_dashboards_per_tenant": 100_000 }),
+        Some(&proxy),
+    )
+    .await;
     env.seed_connection("acme", "conn-1").await;
     let viewer = env.token("acme", "viewer");
     let editor = env.token("acme", "editor");

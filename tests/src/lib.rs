@@ -13,10 +13,16 @@ use tower::ServiceExt;
 
 pub use devkit;
 
+pub mod ga_flow;
 pub mod webhook;
+
+/// The redirect URI and frontend the tests configure (in-process calls never resolve them).
+pub const API_URL: &str = "http://localhost:3000";
+pub const FRONTEND_URL: &str = "https://app.example.com/settings/integrations";
 
 pub struct TestEnv {
     pub issuer: DevIssuer,
+    pub google: devkit::google::GoogleStandIn,
     pub sdk: SdkConfig,
     pub platform: Platform,
     pub router: Router,
@@ -41,8 +47,10 @@ impl TestEnv {
         let issuer = DevIssuer::start(0, devkit::issuer::DEFAULT_AUDIENCE)
             .await
             .unwrap();
+        let google = devkit::google::GoogleStandIn::start(0).await.unwrap();
         let mut config =
             devkit::provision::local_config(issuer.issuer(), issuer.audience(), &issuer.jwks_url());
+        config["google"] = google.config(API_URL, FRONTEND_URL);
         edit(&mut config);
         let sdk = devkit::provision::moto_sdk_config(endpoint).await;
         let stage = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -55,6 +63,7 @@ impl TestEnv {
         let router = devkit::local_router(&platform);
         Self {
             issuer,
+            google,
             sdk,
             platform,
             router,

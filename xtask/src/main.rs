@@ -97,9 +97,15 @@ async fn dev_async(config_file: Option<PathBuf>) -> Result<()> {
     let issuer_port = env_port("DEV_ISSUER_PORT", 3001)?;
     let moto = MotoServer::start_on(env_port("DEV_MOTO_PORT", devkit::free_port()?)?)?;
     let issuer = DevIssuer::start(issuer_port, devkit::issuer::DEFAULT_AUDIENCE).await?;
+    let google = devkit::google::GoogleStandIn::start(env_port("DEV_GOOGLE_PORT", 3002)?).await?;
 
     let mut config =
         devkit::provision::local_config(issuer.issuer(), issuer.audience(), &issuer.jwks_url());
+    config["google"] = google.config(
+        &format!("http://127.0.0.1:{port}"),
+        &std::env::var("DEV_FRONTEND_URL")
+            .unwrap_or_else(|_| "http://localhost:5173/settings/integrations".into()),
+    );
     if let Some(path) = &config_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -121,6 +127,10 @@ async fn dev_async(config_file: Option<PathBuf>) -> Result<()> {
     let api = LocalApi::serve(devkit::local_router(&platform), port).await?;
 
     print_banner(&api, &issuer, &moto, &provisioned, config_file.as_deref());
+    println!(
+        "  Google stand-in {} (switches: POST {}/__admin/switches)",
+        google.url, google.url
+    );
     wait_for_shutdown().await;
     eprintln!("stopping: local API, issuer, moto");
     drop(moto);

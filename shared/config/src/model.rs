@@ -107,6 +107,12 @@ pub struct GoogleConfig {
     pub admin_api_base: String,
     #[serde(default = "default_data_base")]
     pub data_api_base: String,
+    #[serde(default = "default_userinfo_url")]
+    pub userinfo_url: String,
+}
+
+fn default_userinfo_url() -> String {
+    "https://openidconnect.googleapis.com/v1/userinfo".into()
 }
 
 fn default_auth_url() -> String {
@@ -290,6 +296,7 @@ fn validate(config: &AppConfig) -> Result<(), ConfigError> {
             ("google.revoke_url", &google.revoke_url),
             ("google.admin_api_base", &google.admin_api_base),
             ("google.data_api_base", &google.data_api_base),
+            ("google.userinfo_url", &google.userinfo_url),
         ] {
             if !is_acceptable_url(url) {
                 return Err(invalid(field, "must be an https URL"));

@@ -53,6 +53,9 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// The GA connection's Google grant is gone; the user must reconnect.
+    #[error("connection {connection_id} needs re-authorization")]
+    NeedsReauth { connection_id: String },
     #[error("precondition required: {0}")]
     PreconditionRequired(String),
     #[error("too many requests")]
@@ -99,6 +102,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
+            Self::NeedsReauth { .. } => StatusCode::CONFLICT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +121,9 @@ impl ApiError {
             | Self::PreconditionRequired(d)
             | Self::BadGateway(d) => Some(d.clone()),
             Self::Unprocessable { detail, .. } => Some(detail.clone()),
+            Self::NeedsReauth { connection_id } => Some(format!(
+                "Google no longer accepts this connection's authorization; reconnect it with POST /v1/ga/connections/authorize (connection {connection_id})"
+            )),
             Self::Unauthorized => Some("valid credentials are required".into()),
             Self::NotFound => Some("the resource does not exist".into()),
             Self::PreconditionFailed => {
@@ -143,6 +150,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unprocessable { .. } => "validation_failed",
             Self::PreconditionRequired(_) => "precondition_required",
+            Self::NeedsReauth { .. } => "ga_needs_reauth",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::BadGateway(_) => "bad_gateway",
             Self::ServiceUnavailable { .. } => "service_unavailable",
@@ -236,6 +244,54 @@ impl From<app_storage::StorageError> for ApiError {
                 tracing::warn!(%detail, "dynamodb unavailable");
                 Self::unavailable()
             }
+        }
+    }
+}
+
+/// KMS envelope failures: KMS unavailable is retryable (503); an envelope that does not open is a
+/// data-integrity problem (500, detail only in the logs).
+impl From<app_crypto::CipherError> for ApiError {
+    fn from(error: app_crypto::CipherError) -> Self {
+        match error {
+            app_crypto::CipherError::Kms(detail) => {
+                tracing::warn!(%detail, "kms unavailable");
+                Self::unavailable()
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Google failures after our retries: rate limits → 503 with Retry-After, outages → 502,
+/// a request Google refuses → 422 with Google's message, a revoked grant → 409.
+impl From<app_google::GoogleError> for ApiError {
+    fn from(error: app_google::GoogleError) -> Self {
+        use app_google::GoogleError as G;
+        match error {
+            G::InvalidGrant => Self::Conflict("Google refused the authorization; reconnect".into()),
+            G::RateLimited { retry_after_secs } => Self::ServiceUnavailable { retry_after_secs },
+            G::Unavailable(detail) => {
+                tracing::warn!(%detail, "google unavailable");
+                Self::BadGateway("Google Analytics did not answer; retry later".into())
+            }
+            G::Rejected { message, .. } => Self::Unprocessable {
+                detail: format!("Google Analytics refused the query: {message}"),
+                errors: Vec::new(),
+            },
+            G::Config(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<app_connections::ConnectionError> for ApiError {
+    fn from(error: app_connections::ConnectionError) -> Self {
+        use app_connections::ConnectionError as C;
+        match error {
+            C::NotFound => Self::NotFound,
+            C::NeedsReauth { connection_id } => Self::NeedsReauth { connection_id },
+            C::Google(e) => e.into(),
+            C::Cipher(e) => e.into(),
+            C::Storage(e) => e.into(),
         }
     }
 }

@@ -13,9 +13,24 @@ use axum::response::{IntoResponse, Response};
 use crate::DevResult;
 
 #[derive(Clone, Default)]
-pub struct CallCounts(Arc<Mutex<BTreeMap<String, usize>>>);
+pub struct CallCounts(Arc<Mutex<BTreeMap<String, usize>>>, Arc<Mutex<Vec<String>>>);
 
 impl CallCounts {
+    /// From now on, answer these operations (`DynamoDB.Query`, `KMS.GenerateDataKey`, `S3.PUT`…)
+    /// with HTTP 500, as an AWS outage would. An empty list heals.
+    pub fn fail(&self, operations: &[&str]) {
+        if let Ok(mut failing) = self.1.lock() {
+            *failing = operations.iter().map(|s| s.to_string()).collect();
+        }
+    }
+
+    fn failing(&self, operation: &str) -> bool {
+        self.1
+            .lock()
+            .map(|failing| failing.iter().any(|f| f == operation))
+            .unwrap_or(false)
+    }
+
     /// Takes the counts so far and resets them.
     pub fn take(&self) -> BTreeMap<String, usize> {
         self.0
@@ -55,8 +70,17 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let op = operation(&headers, &method);
+    let fail = state.counts.failing(&op);
     if let Ok(mut counts) = state.counts.0.lock() {
         *counts.entry(op).or_default() += 1;
+    }
+    if fail {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "application/x-amz-json-1.0")],
+            r#"{"__type":"InternalServerError","message":"injected by devkit proxy"}"#,
+        )
+            .into_response();
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut request = state

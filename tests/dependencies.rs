@@ -30,7 +30,10 @@ async fn dynamodb_kms_and_s3_outages_are_503_with_retry_after() {
         .await;
 
     let cases = [
-        ("DynamoDB.Query", env.request(Method::GET, "/v1/dashboards").bearer(&editor)),
+        (
+            "DynamoDB.Query",
+            env.request(Method::GET, "/v1/dashboards").bearer(&editor),
+        ),
         (
             "DynamoDB.TransactWriteItems",
             env.request(Method::POST, "/v1/dashboards")
@@ -38,29 +41,37 @@ async fn dynamodb_kms_and_s3_outages_are_503_with_retry_after() {
                 .json(&dashboard_body("x", None)),
         ),
         // The API key record is read on first use (not cached yet in this container).
-        ("DynamoDB.GetItem", env.request(Method::GET, "/v1/dashboards").api_key(&key)),
+        (
+            "DynamoDB.GetItem",
+            env.request(Method::GET, "/v1/dashboards").api_key(&key),
+        ),
         (
             "KMS.GenerateDataKey",
-            env.request(Method::POST, "/v1/ga/connections/authorize").bearer(&editor),
+            env.request(Method::POST, "/v1/ga/connections/authorize")
+                .bearer(&editor),
         ),
         (
             "KMS.Decrypt",
-            env.request(Method::POST, "/v1/ga/reports:run").bearer(&editor).json(&json!({
-                "connection_id": connection,
-                "date_ranges": [{ "start_date": "7daysAgo", "end_date": "yesterday" }],
-                "metrics": ["sessions"]
-            })),
-        ),
-        (
-            "S3.PUT",
-            env.request(Method::POST, "/v1/ga/reports").bearer(&editor).json(&json!({
-                "name": "r",
-                "query": {
+            env.request(Method::POST, "/v1/ga/reports:run")
+                .bearer(&editor)
+                .json(&json!({
                     "connection_id": connection,
                     "date_ranges": [{ "start_date": "7daysAgo", "end_date": "yesterday" }],
                     "metrics": ["sessions"]
-                }
-            })),
+                })),
+        ),
+        (
+            "S3.PUT",
+            env.request(Method::POST, "/v1/ga/reports")
+                .bearer(&editor)
+                .json(&json!({
+                    "name": "r",
+                    "query": {
+                        "connection_id": connection,
+                        "date_ranges": [{ "start_date": "7daysAgo", "end_date": "yesterday" }],
+                        "metrics": ["sessions"]
+                    }
+                })),
         ),
     ];
     for (operation, request) in cases {
@@ -75,11 +86,18 @@ async fn dynamodb_kms_and_s3_outages_are_503_with_retry_after() {
             "{operation} leaked detail: {text}"
         );
         // The SDK retried before giving up.
-        assert!(control.take().get(operation).copied().unwrap_or(0) >= 2, "{operation}");
+        assert!(
+            control.take().get(operation).copied().unwrap_or(0) >= 2,
+            "{operation}"
+        );
     }
     control.fail(&[]);
     assert_eq!(
-        env.request(Method::GET, "/v1/dashboards").bearer(&editor).send().await.status,
+        env.request(Method::GET, "/v1/dashboards")
+            .bearer(&editor)
+            .send()
+            .await
+            .status,
         200
     );
 }

@@ -43,6 +43,10 @@ const API_EVENTS: &[(&str, &str, u16)] = &[
     ("ga-reports-list.json", "ga", 200),
     ("ga-reports-get.json", "ga", 200),
     ("ga-reports-delete.json", "ga", 204),
+    ("analytics-overview.json", "analytics", 200),
+    ("analytics-timeseries.json", "analytics", 200),
+    ("analytics-top.json", "analytics", 200),
+    ("analytics-widgets-batch.json", "analytics", 200),
 ];
 
 const SNS_EVENTS: &[(&str, &str)] = &[

@@ -542,10 +542,8 @@ fn parse_ga_date(value: &str, today: jiff::civil::Date) -> Option<jiff::civil::D
 fn day_number(date: jiff::civil::Date) -> i64 {
     let epoch = jiff::civil::date(1970, 1, 1);
     epoch
-        .until(date)
-        .ok()
-        .and_then(|span| span.total(jiff::Unit::Day).ok())
-        .map(|d| d as i64)
+        .until((jiff::Unit::Day, date))
+        .map(|span| i64::from(span.get_days()))
         .unwrap_or_default()
 }
 
@@ -721,6 +719,17 @@ async fn run_report(
         rows.sort_by(|a, b| a.0.cmp(&b.0));
     }
     let row_count = rows.len();
+    let totals: Vec<f64> = (0..metrics.len())
+        .map(|i| {
+            let rate = METRICS.iter().any(|(m, _, r)| *m == metrics[i] && *r);
+            let sum: f64 = rows.iter().map(|r| r.1[i]).sum();
+            if rate {
+                sum / row_count.max(1) as f64
+            } else {
+                sum
+            }
+        })
+        .collect();
     let offset = request["offset"].as_u64().unwrap_or(0) as usize;
     let limit = request["limit"].as_u64().unwrap_or(10_000) as usize;
     let mut dimension_headers: Vec<Value> =
@@ -743,6 +752,15 @@ async fn run_report(
         "kind": "analyticsData#runReport",
         "propertyId": property,
     });
+    let wants_totals = request["metricAggregations"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v == "TOTAL"));
+    if wants_totals {
+        body["totals"] = json!([{
+            "dimensionValues": dimensions.iter().map(|_| json!({ "value": "RESERVED_TOTAL" })).collect::<Vec<_>>(),
+            "metricValues": totals.iter().map(|v| json!({ "value": format_metric(*v) })).collect::<Vec<_>>(),
+        }]);
+    }
     if request["returnPropertyQuota"].as_bool() == Some(true) {
         body["propertyQuota"] = json!({
             "tokensPerDay": { "consumed": 10, "remaining": quota_remaining },

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -174,21 +174,12 @@ impl ReportQuery {
             "returnPropertyQuota": true,
         });
         if !self.filters.is_empty() {
-            let expressions: Vec<Value> = self
+            let filters: Vec<(&str, &str, &[String])> = self
                 .filters
                 .iter()
-                .map(|f| {
-                    let string = |match_type: &str| json!({ "filter": { "fieldName": f.dimension, "stringFilter": { "matchType": match_type, "value": f.values[0] } } });
-                    match f.op.as_str() {
-                        "contains" => string("CONTAINS"),
-                        "begins_with" => string("BEGINS_WITH"),
-                        "in_list" => json!({ "filter": { "fieldName": f.dimension, "inListFilter": { "values": f.values } } }),
-                        "not_exact" => json!({ "notExpression": string("EXACT") }),
-                        _ => string("EXACT"),
-                    }
-                })
+                .map(|f| (f.dimension.as_str(), f.op.as_str(), f.values.as_slice()))
                 .collect();
-            request["dimensionFilter"] = json!({ "andGroup": { "expressions": expressions } });
+            request["dimensionFilter"] = app_google::dimension_filter(&filters);
         }
         if let Some(order) = &self.order_by {
             request["orderBys"] = if self.metrics.contains(&order.field) {
@@ -199,75 +190,6 @@ impl ReportQuery {
         }
         request
     }
-}
-
-/// Google's answer, normalised: one object per row, typed numbers, ISO dates.
-pub fn normalise(response: &Value) -> Value {
-    let dimension_names: Vec<String> = response["dimensionHeaders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|h| h["name"].as_str().map(str::to_string))
-        .collect();
-    let metric_headers: Vec<(String, String)> = response["metricHeaders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
-            (
-                h["name"].as_str().unwrap_or_default().to_string(),
-                h["type"].as_str().unwrap_or("TYPE_FLOAT").to_string(),
-            )
-        })
-        .collect();
-    let rows: Vec<Value> = response["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|row| {
-            let mut out = Map::new();
-            for (name, value) in dimension_names
-                .iter()
-                .zip(row["dimensionValues"].as_array().into_iter().flatten())
-            {
-                let raw = value["value"].as_str().unwrap_or_default();
-                let normalised = if name == "date" && raw.len() == 8 {
-                    format!("{}-{}-{}", &raw[0..4], &raw[4..6], &raw[6..8])
-                } else {
-                    raw.to_string()
-                };
-                out.insert(name.clone(), Value::String(normalised));
-            }
-            for ((name, kind), value) in metric_headers
-                .iter()
-                .zip(row["metricValues"].as_array().into_iter().flatten())
-            {
-                let raw = value["value"].as_str().unwrap_or_default();
-                let number = if kind == "TYPE_INTEGER" {
-                    raw.parse::<i64>().map(Value::from).unwrap_or(Value::Null)
-                } else {
-                    raw.parse::<f64>().map(Value::from).unwrap_or(Value::Null)
-                };
-                out.insert(name.clone(), number);
-            }
-            Value::Object(out)
-        })
-        .collect();
-    let metadata = &response["metadata"];
-    json!({
-        "dimensions": dimension_names,
-        "metrics": metric_headers.iter().map(|(n, t)| json!({ "name": n, "type": t })).collect::<Vec<_>>(),
-        "rows": rows,
-        "row_count": response["rowCount"].as_u64().unwrap_or(0),
-        "metadata": {
-            "sampled": metadata["samplingMetadatas"].as_array().is_some_and(|s| !s.is_empty()),
-            "subject_to_thresholding": metadata["subjectToThresholding"].as_bool().unwrap_or(false),
-            "data_loss_from_other_row": metadata["dataLossFromOtherRow"].as_bool().unwrap_or(false),
-            "currency_code": metadata["currencyCode"],
-            "time_zone": metadata["timeZone"],
-        },
-        "property_quota": response.get("propertyQuota").cloned().unwrap_or(Value::Null),
-    })
 }
 
 /// Runs the query on the connection's selected property; returns the normalised result.
@@ -300,7 +222,7 @@ async fn execute(
     if let Some(remaining) = response["propertyQuota"]["tokensPerDay"]["remaining"].as_f64() {
         app_telemetry::metrics::gauge("GaQuotaTokensPerDayRemaining", remaining);
     }
-    Ok((normalise(&response), property))
+    Ok((app_google::normalise_report(&response), property))
 }
 
 #[utoipa::path(post, path = "/v1/ga/reports:run", tag = "ga-reports", request_body = ReportQuery,

@@ -10,7 +10,8 @@
 mod model;
 
 pub use model::{
-    AlertingConfig, AppConfig, GoogleConfig, Limits, OidcConfig, Secret, parse_and_validate,
+    AlertingConfig, AnalyticsConfig, AppConfig, GoogleConfig, Limits, OidcConfig, Secret,
+    parse_and_validate,
 };
 
 use std::sync::{Arc, RwLock};

@@ -42,6 +42,8 @@ pub struct AppConfig {
     pub alerting: Option<AlertingConfig>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
     /// Seconds after which the secret is read again (rotation without redeploy).
     #[serde(default = "default_refresh_after_secs")]
     pub refresh_after_secs: u64,
@@ -145,6 +147,31 @@ pub struct AlertingConfig {
 pub struct Limits {
     pub max_dashboards_per_tenant: u32,
     pub max_api_keys_per_tenant: u32,
+}
+
+/// Analytics cache and quota behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// How long a cached result is fresh (ranges that end before today).
+    pub cache_fresh_secs: i64,
+    /// How long a cached result is fresh when the range includes today.
+    pub cache_fresh_today_secs: i64,
+    /// How long stale results are kept for low-quota and 429 fallbacks.
+    pub cache_keep_secs: i64,
+    /// Below this many GA tokens per day remaining, serve stale cache instead of calling Google.
+    pub quota_floor: i64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            cache_fresh_secs: 900,
+            cache_fresh_today_secs: 300,
+            cache_keep_secs: 7 * 24 * 3600,
+            quota_floor: 2000,
+        }
+    }
 }
 
 impl Default for Limits {

@@ -481,3 +481,92 @@ impl GoogleClient {
             .await
     }
 }
+
+/// A Data API `FilterExpression` that ANDs simple dimension filters:
+/// (dimension, op, values) with op `exact`, `contains`, `begins_with`, `in_list`, `not_exact`.
+pub fn dimension_filter(filters: &[(&str, &str, &[String])]) -> Value {
+    let expressions: Vec<Value> = filters
+        .iter()
+        .map(|(dimension, op, values)| {
+            let first = values.first().cloned().unwrap_or_default();
+            let string = |match_type: &str| serde_json::json!({ "filter": { "fieldName": dimension, "stringFilter": { "matchType": match_type, "value": first } } });
+            match *op {
+                "contains" => string("CONTAINS"),
+                "begins_with" => string("BEGINS_WITH"),
+                "in_list" => serde_json::json!({ "filter": { "fieldName": dimension, "inListFilter": { "values": values } } }),
+                "not_exact" => serde_json::json!({ "notExpression": string("EXACT") }),
+                _ => string("EXACT"),
+            }
+        })
+        .collect();
+    serde_json::json!({ "andGroup": { "expressions": expressions } })
+}
+
+/// Google's answer, normalised: one object per row, typed numbers, ISO dates.
+pub fn normalise_report(response: &Value) -> Value {
+    let dimension_names: Vec<String> = response["dimensionHeaders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["name"].as_str().map(str::to_string))
+        .collect();
+    let metric_headers: Vec<(String, String)> = response["metricHeaders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default().to_string(),
+                h["type"].as_str().unwrap_or("TYPE_FLOAT").to_string(),
+            )
+        })
+        .collect();
+    let rows: Vec<Value> = response["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            let mut out = serde_json::Map::new();
+            for (name, value) in dimension_names
+                .iter()
+                .zip(row["dimensionValues"].as_array().into_iter().flatten())
+            {
+                let raw = value["value"].as_str().unwrap_or_default();
+                let normalised = if name == "date" && raw.len() == 8 {
+                    format!("{}-{}-{}", &raw[0..4], &raw[4..6], &raw[6..8])
+                } else {
+                    raw.to_string()
+                };
+                out.insert(name.clone(), Value::String(normalised));
+            }
+            for ((name, kind), value) in metric_headers
+                .iter()
+                .zip(row["metricValues"].as_array().into_iter().flatten())
+            {
+                let raw = value["value"].as_str().unwrap_or_default();
+                let number = if kind == "TYPE_INTEGER" {
+                    raw.parse::<i64>().map(Value::from).unwrap_or(Value::Null)
+                } else {
+                    raw.parse::<f64>().map(Value::from).unwrap_or(Value::Null)
+                };
+                out.insert(name.clone(), number);
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let metadata = &response["metadata"];
+    serde_json::json!({
+        "dimensions": dimension_names,
+        "metrics": metric_headers.iter().map(|(n, t)| serde_json::json!({ "name": n, "type": t })).collect::<Vec<_>>(),
+        "rows": rows,
+        "row_count": response["rowCount"].as_u64().unwrap_or(0),
+        "metadata": {
+            "sampled": metadata["samplingMetadatas"].as_array().is_some_and(|s| !s.is_empty()),
+            "subject_to_thresholding": metadata["subjectToThresholding"].as_bool().unwrap_or(false),
+            "data_loss_from_other_row": metadata["dataLossFromOtherRow"].as_bool().unwrap_or(false),
+            "currency_code": metadata["currencyCode"],
+            "time_zone": metadata["timeZone"],
+        },
+        "property_quota": response.get("propertyQuota").cloned().unwrap_or(Value::Null),
+    })
+}

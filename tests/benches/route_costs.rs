@@ -27,6 +27,7 @@ struct Tokens {
     editor: String,
     admin: String,
     key: String,
+    connection: String,
 }
 
 const ROUTES: &[&str] = &[
@@ -44,6 +45,9 @@ const ROUTES: &[&str] = &[
     "GET /v1/settings",
     "PUT /v1/settings (user)",
     "GET /v1/api-keys",
+    "GET /v1/analytics/overview (cache hit)",
+    "GET /v1/analytics/overview (miss: refresh=true)",
+    "POST /v1/ga/reports:run",
 ];
 
 /// Unmeasured preparation: routes on one dashboard get a fresh one (version 1).
@@ -102,6 +106,33 @@ async fn call(route: &str, env: &TestEnv, t: &Tokens, id: Option<&str>) -> u16 {
             .bearer(&t.viewer)
             .json(&json!({ "user": { "timezone": "Europe/Berlin" } })),
         "GET /v1/api-keys" => env.request(Method::GET, "/v1/api-keys").bearer(&t.admin),
+        "GET /v1/analytics/overview (cache hit)" => env
+            .request(
+                Method::GET,
+                &format!(
+                    "/v1/analytics/overview?connection_id={}&preset=last_28_days",
+                    t.connection
+                ),
+            )
+            .bearer(&t.viewer),
+        "GET /v1/analytics/overview (miss: refresh=true)" => env
+            .request(
+                Method::GET,
+                &format!(
+                    "/v1/analytics/overview?connection_id={}&preset=last_28_days&refresh=true",
+                    t.connection
+                ),
+            )
+            .bearer(&t.editor),
+        "POST /v1/ga/reports:run" => env
+            .request(Method::POST, "/v1/ga/reports:run")
+            .bearer(&t.viewer)
+            .json(&json!({
+                "connection_id": t.connection,
+                "date_ranges": [{ "start_date": "28daysAgo", "end_date": "yesterday" }],
+                "dimensions": ["date"],
+                "metrics": ["sessions"]
+            })),
         other => panic!("unknown route {other}"),
     };
     request.send().await.status.as_u16()
@@ -157,11 +188,26 @@ async fn run() {
         .send()
         .await;
 
+    let connection = integration_tests::ga_flow::connect(&env, &editor).await;
+    env.request(Method::PATCH, &format!("/v1/ga/connections/{connection}"))
+        .bearer(&editor)
+        .json(&json!({ "selected_property": "111111" }))
+        .send()
+        .await;
+    // Warm the analytics cache for the hit row.
+    env.request(
+        Method::GET,
+        &format!("/v1/analytics/overview?connection_id={connection}&preset=last_28_days"),
+    )
+    .bearer(&viewer)
+    .send()
+    .await;
     let tokens = Tokens {
         viewer,
         editor,
         admin,
         key,
+        connection,
     };
     let mut rows = Vec::new();
     for route in ROUTES {
@@ -170,12 +216,17 @@ async fn run() {
         for _ in 0..ITERATIONS {
             let id = setup(route, &env, &tokens).await;
             counts.take();
+            let google_before = env.google.calls("runReport") + env.google.calls("token");
             let start = thread_cpu_ns();
             let status = call(route, &env, &tokens, id.as_deref()).await;
             cpu.push((thread_cpu_ns() - start) as f64 / 1000.0);
             assert!(status < 400, "{route} answered {status}");
             for (op, n) in counts.take() {
                 *total.entry(op).or_default() += n;
+            }
+            let google = env.google.calls("runReport") + env.google.calls("token") - google_before;
+            if google > 0 {
+                *total.entry("Google".to_string()).or_default() += google;
             }
         }
         cpu.sort_by(|a, b| a.total_cmp(b));
@@ -187,7 +238,9 @@ async fn run() {
         });
     }
 
-    println!("| route (warm) | AWS calls per request | handler CPU median (µs) | p90 (µs) |");
+    println!(
+        "| route (warm) | AWS (and Google) calls per request | handler CPU median (µs) | p90 (µs) |"
+    );
     println!("|---|---|---|---|");
     for row in rows {
         let calls = if row.calls.is_empty() {

@@ -8,6 +8,7 @@ pub mod local;
 pub mod moto;
 pub mod provision;
 pub mod proxy;
+pub mod runtime_api;
 
 pub use issuer::DevIssuer;
 pub use local::{LocalApi, local_router};

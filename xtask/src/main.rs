@@ -15,8 +15,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(),
+        Some("coldstart") => coldstart(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask dev [--config FILE] | cargo xtask test");
+            eprintln!(
+                "usage: cargo xtask dev [--config FILE] | cargo xtask test | cargo xtask coldstart BINARY [RUNS]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -305,5 +308,111 @@ fn test() -> Result<()> {
         .env("MOTO_PYTHON", &moto_python)
         .args(["test", "--workspace"]))?;
     eprintln!("xtask test: all checks passed");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- coldstart
+
+/// Cold starts of a real function binary against a local Runtime API and moto: time to the first
+/// `GET /next` (init), to the first response (cold), and peak RSS. docs/performance.md.
+fn coldstart(args: &[String]) -> Result<()> {
+    let (binary, runs) = match args {
+        [binary] => (PathBuf::from(binary), 10),
+        [binary, runs] => (PathBuf::from(binary), runs.parse().map_err(|_| "RUNS must be a number")?),
+        _ => return Err("usage: cargo xtask coldstart BINARY [RUNS]".into()),
+    };
+    let moto_python = ensure_moto()?;
+    // SAFETY: single-threaded here, before the runtime starts.
+    unsafe { std::env::set_var("MOTO_PYTHON", &moto_python) };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(coldstart_async(binary, runs))
+}
+
+async fn coldstart_async(binary: PathBuf, runs: usize) -> Result<()> {
+    let moto = MotoServer::start()?;
+    let sdk = devkit::provision::moto_sdk_config(&moto.endpoint).await;
+    let config = devkit::provision::local_config(
+        "http://localhost:1",
+        "coldstart",
+        "http://127.0.0.1:1/jwks",
+    );
+    let provisioned = devkit::provision(&sdk, &LocalNames::for_stage("coldstart"), &config).await?;
+    let event = std::fs::read_to_string(repo_root().join("events/dashboards-health.json"))?;
+    let mut init_ms = Vec::new();
+    let mut cold_ms = Vec::new();
+    let mut rss_kb = Vec::new();
+    for _ in 0..runs {
+        let api = devkit::runtime_api::RuntimeApi::start(event.clone()).await?;
+        let resources = provisioned.resources();
+        let started = std::time::Instant::now();
+        let mut child = tokio::process::Command::new(&binary)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", "coldstart")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "coldstart")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "coldstart")
+            .env("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true")
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("STAGE", &resources.stage)
+            .env("CONFIG_SECRET_ID", &resources.config_secret_id)
+            .env("TABLE_NAME", &resources.table_name)
+            .env("KMS_KEY_ID", resources.kms_key_id.unwrap_or_default())
+            .env("REPORTS_BUCKET", resources.reports_bucket.unwrap_or_default())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = started + std::time::Duration::from_secs(15);
+        let timings = loop {
+            let timings = api.timings();
+            if timings.responded.is_some() || std::time::Instant::now() > deadline {
+                break timings;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        };
+        if let Some(pid) = child.id()
+            && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            rss_kb.push(
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_default(),
+            );
+        }
+        let _ = child.kill().await;
+        if let Some(error) = timings.error {
+            return Err(format!("function failed: {error}").into());
+        }
+        let (Some(init), Some(responded)) = (timings.init_done, timings.responded) else {
+            return Err("the function did not answer within 15 s".into());
+        };
+        if !timings.response_body.unwrap_or_default().contains("\"statusCode\":200") {
+            return Err("the first invocation did not answer 200".into());
+        }
+        init_ms.push((init - started).as_secs_f64() * 1000.0);
+        cold_ms.push((responded - started).as_secs_f64() * 1000.0);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "{} runs of {}: init median {:.1} ms, cold (init + first response) median {:.1} ms, peak RSS median {:.1} MB",
+        runs,
+        binary.display(),
+        median(&mut init_ms),
+        median(&mut cold_ms),
+        median(&mut rss_kb) / 1024.0
+    );
     Ok(())
 }

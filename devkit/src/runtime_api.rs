@@ -47,7 +47,10 @@ impl RuntimeApi {
         });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(state.clone());
@@ -89,13 +92,19 @@ async fn next(State(state): State<Arc<EmulatorState>>) -> Response {
         .map(|d| d.as_millis() + 30_000)
         .unwrap_or_default();
     for (name, value) in [
-        ("lambda-runtime-aws-request-id", "coldstart-0001".to_string()),
+        (
+            "lambda-runtime-aws-request-id",
+            "coldstart-0001".to_string(),
+        ),
         ("lambda-runtime-deadline-ms", deadline.to_string()),
         (
             "lambda-runtime-invoked-function-arn",
             "arn:aws:lambda:us-east-1:123456789012:function:coldstart".to_string(),
         ),
-        ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".to_string()),
+        (
+            "lambda-runtime-trace-id",
+            "Root=1-00000000-000000000000000000000000".to_string(),
+        ),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);

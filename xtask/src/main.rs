@@ -318,7 +318,10 @@ fn test() -> Result<()> {
 fn coldstart(args: &[String]) -> Result<()> {
     let (binary, runs) = match args {
         [binary] => (PathBuf::from(binary), 10),
-        [binary, runs] => (PathBuf::from(binary), runs.parse().map_err(|_| "RUNS must be a number")?),
+        [binary, runs] => (
+            PathBuf::from(binary),
+            runs.parse().map_err(|_| "RUNS must be a number")?,
+        ),
         _ => return Err("usage: cargo xtask coldstart BINARY [RUNS]".into()),
     };
     let moto_python = ensure_moto()?;
@@ -365,7 +368,10 @@ async fn coldstart_async(binary: PathBuf, runs: usize) -> Result<()> {
             .env("CONFIG_SECRET_ID", &resources.config_secret_id)
             .env("TABLE_NAME", &resources.table_name)
             .env("KMS_KEY_ID", resources.kms_key_id.unwrap_or_default())
-            .env("REPORTS_BUCKET", resources.reports_bucket.unwrap_or_default())
+            .env(
+                "REPORTS_BUCKET",
+                resources.reports_bucket.unwrap_or_default(),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -396,7 +402,11 @@ async fn coldstart_async(binary: PathBuf, runs: usize) -> Result<()> {
         let (Some(init), Some(responded)) = (timings.init_done, timings.responded) else {
             return Err("the function did not answer within 15 s".into());
         };
-        if !timings.response_body.unwrap_or_default().contains("\"statusCode\":200") {
+        if !timings
+            .response_body
+            .unwrap_or_default()
+            .contains("\"statusCode\":200")
+        {
             return Err("the first invocation did not answer 200".into());
         }
         init_ms.push((init - started).as_secs_f64() * 1000.0);

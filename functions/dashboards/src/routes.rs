@@ -1,13 +1,13 @@
 //! Handlers and the route table. Handlers are small: parse, check, call the store, shape.
 
 use app_auth::{Access, Principal, Role, RouteRule};
-use app_web::{ApiError, ApiJson, ApiQuery, FieldError};
+use app_web::{ApiError, ApiJson, ApiQuery, FieldError, PageParams};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::model::{
@@ -164,45 +164,22 @@ async fn check_input(
 
 // ---- dashboards ----
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// 1–100, default 20.
-    limit: Option<i32>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-impl ListParams {
-    fn limit(&self) -> Result<i32, ApiError> {
-        match self.limit {
-            None => Ok(20),
-            Some(n) if (1..=100).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::BadRequest("`limit` must be 1–100".into())),
-        }
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct DashboardPage {
     items: Vec<DashboardSummary>,
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/dashboards", tag = "dashboards", params(ListParams),
+#[utoipa::path(get, path = "/v1/dashboards", tag = "dashboards", params(PageParams),
     responses((status = 200, body = DashboardPage)))]
 pub async fn list_dashboards(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<ApiJson<DashboardPage>, ApiError> {
     let page = state
         .store
-        .list(
-            principal.tenant(),
-            params.limit()?,
-            params.cursor.as_deref(),
-        )
+        .list(principal.tenant(), params.limit()?, params.cursor())
         .await?;
     Ok(ApiJson(DashboardPage {
         items: page.items.iter().map(DashboardSummary::from).collect(),
@@ -595,20 +572,16 @@ pub struct ApiKeyPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(ListParams),
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageParams),
     responses((status = 200, body = ApiKeyPage)))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<ApiJson<ApiKeyPage>, ApiError> {
     let page = state
         .api_keys
-        .list(
-            principal.tenant(),
-            params.limit()?,
-            params.cursor.as_deref(),
-        )
+        .list(principal.tenant(), params.limit()?, params.cursor())
         .await?;
     Ok(ApiJson(ApiKeyPage {
         items: page.items,

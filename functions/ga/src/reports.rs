@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use app_auth::Principal;
 use app_storage::{Page, QuerySpec, StorageError, Table, keys, to_item};
-use app_web::{ApiError, ApiJson, ApiQuery, FieldError};
+use app_web::{ApiError, ApiJson, ApiQuery, FieldError, PageParams};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::routes::{ListParams, google_config, page_limit, plain_id};
+use crate::routes::{google_config, plain_id};
 
 pub const MAX_DATE_RANGES: usize = 4;
 pub const MAX_DIMENSIONS: usize = 9;
@@ -461,17 +461,16 @@ pub struct ReportPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/ga/reports", tag = "ga-reports", params(ListParams),
+#[utoipa::path(get, path = "/v1/ga/reports", tag = "ga-reports", params(PageParams),
     responses((status = 200, body = ReportPage)))]
 pub async fn list_reports(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<ApiJson<ReportPage>, ApiError> {
-    let limit = page_limit(params.limit_value())?;
     let page = state
         .reports
-        .list(principal.tenant(), limit, params.cursor_value())
+        .list(principal.tenant(), params.limit()?, params.cursor())
         .await?;
     Ok(ApiJson(ReportPage {
         items: page.items,

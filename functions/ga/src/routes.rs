@@ -4,7 +4,7 @@ use app_auth::{Access, Principal, Role, RouteRule};
 use app_config::GoogleConfig;
 use app_connections::{ConnectionItem, ConnectionStatus, PendingConnection, TokenPair};
 use app_google::{GaProperty, SCOPE_ANALYTICS};
-use app_web::{ApiError, ApiJson, ApiQuery};
+use app_web::{ApiError, ApiJson, ApiQuery, PageParams};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -279,51 +279,22 @@ async fn connect(
     Ok(item.id)
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// 1–100, default 20.
-    limit: Option<i32>,
-    cursor: Option<String>,
-}
-
-impl ListParams {
-    pub(crate) fn limit_value(&self) -> Option<i32> {
-        self.limit
-    }
-    pub(crate) fn cursor_value(&self) -> Option<&str> {
-        self.cursor.as_deref()
-    }
-}
-
-pub(crate) fn page_limit(limit: Option<i32>) -> Result<i32, ApiError> {
-    match limit {
-        None => Ok(20),
-        Some(n) if (1..=100).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::BadRequest("`limit` must be 1–100".into())),
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct ConnectionPage {
     items: Vec<ConnectionView>,
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/ga/connections", tag = "ga", params(ListParams),
+#[utoipa::path(get, path = "/v1/ga/connections", tag = "ga", params(PageParams),
     responses((status = 200, body = ConnectionPage)))]
 pub async fn list_connections(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<ApiJson<ConnectionPage>, ApiError> {
     let page = state
         .connections
-        .list(
-            principal.tenant(),
-            page_limit(params.limit)?,
-            params.cursor.as_deref(),
-        )
+        .list(principal.tenant(), params.limit()?, params.cursor())
         .await?;
     Ok(ApiJson(ConnectionPage {
         items: page.items.into_iter().map(Into::into).collect(),

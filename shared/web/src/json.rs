@@ -94,3 +94,28 @@ pub fn optional_json<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiE
             }
         })
 }
+
+/// `?limit=&cursor=` of every list route: `limit` 1–100 (default 20), `cursor` the previous
+/// page's `next_cursor`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1–100, default 20.
+    pub limit: Option<i32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> Result<i32, ApiError> {
+        match self.limit {
+            None => Ok(20),
+            Some(n) if (1..=100).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::BadRequest("`limit` must be 1–100".into())),
+        }
+    }
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+}

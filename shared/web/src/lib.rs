@@ -12,7 +12,7 @@ mod json;
 mod middleware;
 
 pub use error::{ApiError, FieldError, Problem};
-pub use json::{ApiJson, ApiQuery, optional_json};
+pub use json::{ApiJson, ApiQuery, PageParams, optional_json};
 pub use middleware::{
     LoggedTenant, REQUEST_ID_HEADER, RequestId, current_request_id, is_cold_start_consumed,
 };

@@ -611,3 +611,55 @@ async fn connections_and_reports_are_tenant_isolated() {
     assert_eq!(mine.status, 200);
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// The same flow with every hop a real HTTP request over TCP: our API served by `axum::serve`
+/// (as `cargo xtask dev` does), the stand-in as Google, reqwest as the browser and the client.
+#[tokio::test]
+async fn the_connect_flow_over_real_http() {
+    let env = TestEnv::start().await;
+    let api = devkit::LocalApi::serve(env.router.clone(), 0)
+        .await
+        .unwrap();
+    let editor = env.token("acme", "editor");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authorize: Value = browser
+        .post(format!("{}/v1/ga/connections/authorize", api.url))
+        .bearer_auth(&editor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let to_callback = browser
+        .get(authorize["authorization_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_callback.status(), 303);
+    // The configured redirect URI names the dev port; point it at this test's server instead.
+    let callback = to_callback.headers()["location"]
+        .to_str()
+        .unwrap()
+        .replace(integration_tests::API_URL, &api.url);
+    let landing = browser.get(&callback).send().await.unwrap();
+    assert_eq!(landing.status(), 303);
+    let location = landing.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.contains("ga=connected&connection_id="),
+        "{location}"
+    );
+    let listed: Value = browser
+        .get(format!("{}/v1/ga/connections", api.url))
+        .bearer_auth(&editor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}

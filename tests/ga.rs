@@ -663,3 +663,28 @@ async fn the_connect_flow_over_real_http() {
         .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
+
+/// Google refuses an access token we still believed valid: one refresh, one retry, success.
+#[tokio::test]
+async fn a_refused_access_token_is_refreshed_once_and_retried() {
+    let env = TestEnv::start().await;
+    let editor = env.token("acme", "editor");
+    let viewer = env.token("acme", "viewer");
+    let id = connect(&env, &editor).await;
+    select(&env, &editor, &id, "111111").await;
+    env.google.expire_access_tokens();
+    let refreshes = env.google.calls("token");
+    let response = env
+        .request(Method::POST, "/v1/ga/reports:run")
+        .bearer(&viewer)
+        .json(&query(&id))
+        .send()
+        .await;
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(env.google.calls("token") - refreshes, 1);
+}

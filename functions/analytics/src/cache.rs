@@ -65,7 +65,7 @@ impl From<ConnectionError> for FlightError {
                 Self::Rejected(message)
             }
             ConnectionError::Google(GoogleError::Unavailable(_)) => Self::BadGateway,
-            ConnectionError::Google(GoogleError::InvalidGrant) => {
+            ConnectionError::Google(GoogleError::InvalidGrant | GoogleError::Unauthenticated) => {
                 Self::Rejected("authorization refused".into())
             }
             ConnectionError::Google(GoogleError::Config(e)) => Self::Internal(e),
@@ -309,13 +309,9 @@ impl AnalyticsCache {
         let owned_key = key.to_string();
         let flight = async move {
             let result = async {
-                let token = connections.access_token(&google, &connection).await?;
-                let response = connections
-                    .google()
-                    .run_report(&google, &token, &property, &request)
+                connections
+                    .run_report(&google, &connection, &property, &request)
                     .await
-                    .map_err(ConnectionError::from)?;
-                Ok::<Value, ConnectionError>(response)
             }
             .await
             .map_err(FlightError::from);

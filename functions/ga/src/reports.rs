@@ -213,11 +213,9 @@ async fn execute(
             "select a property first (PATCH /v1/ga/connections/{id})",
         )
     })?;
-    let token = state.connections.access_token(&config, &connection).await?;
     let response = state
         .connections
-        .google()
-        .run_report(&config, &token, &property, &query.to_ga_request())
+        .run_report(&config, &connection, &property, &query.to_ga_request())
         .await?;
     if let Some(remaining) = response["propertyQuota"]["tokensPerDay"]["remaining"].as_f64() {
         app_telemetry::metrics::gauge("GaQuotaTokensPerDayRemaining", remaining);

@@ -379,6 +379,48 @@ impl Connections {
         config: &GoogleConfig,
         item: &ConnectionItem,
     ) -> Result<SecretToken, ConnectionError> {
+        self.token_for(config, item, false).await
+    }
+
+    /// `runReport` with the connection's token. If Google refuses a token we believed valid
+    /// (revoked access token, clock skew), refresh once and retry; a refused refresh means the
+    /// grant is gone (needs_reauth).
+    pub async fn run_report(
+        &self,
+        config: &GoogleConfig,
+        item: &ConnectionItem,
+        property: &str,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, ConnectionError> {
+        let token = self.token_for(config, item, false).await?;
+        match self
+            .google
+            .run_report(config, &token, property, request)
+            .await
+        {
+            Err(GoogleError::Unauthenticated) => {
+                tracing::info!(connection = %item.id, "access token refused by Google; refreshing once");
+                let token = self.token_for(config, item, true).await?;
+                self.google
+                    .run_report(config, &token, property, request)
+                    .await
+                    .map_err(|e| match e {
+                        GoogleError::Unauthenticated => ConnectionError::NeedsReauth {
+                            connection_id: item.id.clone(),
+                        },
+                        other => other.into(),
+                    })
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+
+    async fn token_for(
+        &self,
+        config: &GoogleConfig,
+        item: &ConnectionItem,
+        force_refresh: bool,
+    ) -> Result<SecretToken, ConnectionError> {
         match item.status {
             ConnectionStatus::Active => {}
             ConnectionStatus::NeedsReauth => {
@@ -389,7 +431,7 @@ impl Connections {
             ConnectionStatus::Revoked => return Err(ConnectionError::NotFound),
         }
         let tokens = self.tokens(item).await?;
-        if item.access_expires_at - now_epoch() > REFRESH_MARGIN_SECS {
+        if !force_refresh && item.access_expires_at - now_epoch() > REFRESH_MARGIN_SECS {
             return Ok(tokens.access_token);
         }
         let fresh = match self.google.refresh(config, &tokens.refresh_token).await {

@@ -35,6 +35,9 @@ pub enum GoogleError {
     /// Google kept failing (5xx, timeouts, connection errors) after our retries.
     #[error("google unavailable: {0}")]
     Unavailable(String),
+    /// Google refused the access token on an API call (HTTP 401): refresh and retry once.
+    #[error("access token refused")]
+    Unauthenticated,
     /// Google refused the request itself (4xx other than 429): a bug or an invalid query.
     #[error("google rejected the request ({status}): {message}")]
     Rejected { status: u16, message: String },
@@ -382,7 +385,7 @@ impl GoogleClient {
                 429 => GoogleError::RateLimited {
                     retry_after_secs: retry_after,
                 },
-                401 => GoogleError::InvalidGrant,
+                401 => GoogleError::Unauthenticated,
                 s if s >= 500 => GoogleError::Unavailable(format!("status {s}: {message}")),
                 s => GoogleError::Rejected { status: s, message },
             })

@@ -268,7 +268,9 @@ impl From<app_google::GoogleError> for ApiError {
     fn from(error: app_google::GoogleError) -> Self {
         use app_google::GoogleError as G;
         match error {
-            G::InvalidGrant => Self::Conflict("Google refused the authorization; reconnect".into()),
+            G::InvalidGrant | G::Unauthenticated => {
+                Self::Conflict("Google refused the authorization; reconnect".into())
+            }
             G::RateLimited { retry_after_secs } => Self::ServiceUnavailable { retry_after_secs },
             G::Unavailable(detail) => {
                 tracing::warn!(%detail, "google unavailable");

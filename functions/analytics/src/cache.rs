@@ -41,66 +41,8 @@ pub struct Fetched {
     pub freshness: Freshness,
 }
 
-/// A flight's outcome must be `Clone` to be shared between waiters.
-#[derive(Clone, Debug)]
-enum FlightError {
-    NeedsReauth(String),
-    RateLimited(u64),
-    Unavailable,
-    BadGateway,
-    Rejected(String),
-    NotFound,
-    Internal(String),
-}
-
-impl From<ConnectionError> for FlightError {
-    fn from(error: ConnectionError) -> Self {
-        match error {
-            ConnectionError::NotFound => Self::NotFound,
-            ConnectionError::NeedsReauth { connection_id } => Self::NeedsReauth(connection_id),
-            ConnectionError::Google(GoogleError::RateLimited { retry_after_secs }) => {
-                Self::RateLimited(retry_after_secs)
-            }
-            ConnectionError::Google(GoogleError::Rejected { message, .. }) => {
-                Self::Rejected(message)
-            }
-            ConnectionError::Google(GoogleError::Unavailable(_)) => Self::BadGateway,
-            ConnectionError::Google(GoogleError::InvalidGrant | GoogleError::Unauthenticated) => {
-                Self::Rejected("authorization refused".into())
-            }
-            ConnectionError::Google(GoogleError::Config(e)) => Self::Internal(e),
-            ConnectionError::Cipher(app_crypto::CipherError::Kms(_)) => Self::Unavailable,
-            ConnectionError::Cipher(e) => Self::Internal(e.to_string()),
-            ConnectionError::Storage(app_storage::StorageError::Unavailable(_)) => {
-                Self::Unavailable
-            }
-            ConnectionError::Storage(e) => Self::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<FlightError> for ApiError {
-    fn from(error: FlightError) -> Self {
-        match error {
-            FlightError::NeedsReauth(connection_id) => ApiError::NeedsReauth { connection_id },
-            FlightError::RateLimited(retry_after_secs) => {
-                ApiError::TooManyRequests { retry_after_secs }
-            }
-            FlightError::Unavailable => ApiError::unavailable(),
-            FlightError::BadGateway => {
-                ApiError::BadGateway("Google Analytics did not answer; retry later".into())
-            }
-            FlightError::Rejected(message) => ApiError::Unprocessable {
-                detail: format!("Google Analytics refused the query: {message}"),
-                errors: Vec::new(),
-            },
-            FlightError::NotFound => ApiError::NotFound,
-            FlightError::Internal(detail) => ApiError::Internal(detail),
-        }
-    }
-}
-
-type Flight = Shared<BoxFuture<'static, Result<Value, FlightError>>>;
+/// Shared by every waiter on the same cache key (hence the `Clone` error type).
+type Flight = Shared<BoxFuture<'static, Result<Value, ConnectionError>>>;
 
 #[derive(Clone)]
 pub struct AnalyticsCache {
@@ -251,11 +193,13 @@ impl AnalyticsCache {
         );
         let response = match flight.await {
             Ok(response) => response,
-            Err(FlightError::RateLimited(retry)) => {
+            // Quota exhausted at Google: stale data if we have it, else the 429 itself (the GA
+            // function answers 503 here; analytics passes Google's 429 through, per its issue).
+            Err(ConnectionError::Google(GoogleError::RateLimited { retry_after_secs })) => {
                 if let Some(stale) = cached {
                     return Ok(from_cache(stale, true));
                 }
-                return Err(FlightError::RateLimited(retry).into());
+                return Err(ApiError::TooManyRequests { retry_after_secs });
             }
             Err(other) => return Err(other.into()),
         };
@@ -308,13 +252,9 @@ impl AnalyticsCache {
         let registry = self.in_flight.clone();
         let owned_key = key.to_string();
         let flight = async move {
-            let result = async {
-                connections
-                    .run_report(&google, &connection, &property, &request)
-                    .await
-            }
-            .await
-            .map_err(FlightError::from);
+            let result = connections
+                .run_report(&google, &connection, &property, &request)
+                .await;
             if let Ok(mut map) = registry.lock() {
                 map.remove(&owned_key);
             }

@@ -51,6 +51,20 @@ fn check_refresh(principal: &Principal, refresh: Option<bool>) -> Result<bool, A
     Ok(refresh)
 }
 
+/// The `preset` / `start_date` + `end_date` query parameters every GET route takes.
+fn resolve_range(
+    preset: &Option<String>,
+    start_date: &Option<String>,
+    end_date: &Option<String>,
+) -> Result<Range, ApiError> {
+    DateParams {
+        preset: preset.clone(),
+        start_date: start_date.clone(),
+        end_date: end_date.clone(),
+    }
+    .resolve(today())
+}
+
 /// The response with `Cache-Control`/`Age` from the data's freshness.
 fn with_cache_headers(body: Value, freshness: &Freshness) -> Response {
     let mut response = ApiJson(body).into_response();
@@ -129,12 +143,7 @@ pub async fn overview(
     ApiQuery(params): ApiQuery<OverviewParams>,
 ) -> Result<Response, ApiError> {
     let refresh = check_refresh(&principal, params.refresh)?;
-    let range = DateParams {
-        preset: params.preset.clone(),
-        start_date: params.start_date.clone(),
-        end_date: params.end_date.clone(),
-    }
-    .resolve(today())?;
+    let range = resolve_range(&params.preset, &params.start_date, &params.end_date)?;
     let comparison = match params.compare.as_deref().unwrap_or("previous_period") {
         "previous_period" => range.previous_period(),
         "previous_year" => range.previous_year(),
@@ -247,12 +256,7 @@ pub async fn timeseries(
     if !["day", "week", "month"].contains(&granularity) {
         return Err(ApiError::field("granularity", "one of day, week, month"));
     }
-    let range = DateParams {
-        preset: params.preset.clone(),
-        start_date: params.start_date.clone(),
-        end_date: params.end_date.clone(),
-    }
-    .resolve(today())?;
+    let range = resolve_range(&params.preset, &params.start_date, &params.end_date)?;
     let request = ga_request(&[range], &["date"], &[params.metric.as_str()]);
     let fetched = fetch(
         &state,
@@ -352,12 +356,7 @@ pub async fn top(
     if !errors.is_empty() {
         return Err(ApiError::unprocessable(errors));
     }
-    let range = DateParams {
-        preset: params.preset.clone(),
-        start_date: params.start_date.clone(),
-        end_date: params.end_date.clone(),
-    }
-    .resolve(today())?;
+    let range = resolve_range(&params.preset, &params.start_date, &params.end_date)?;
     let mut request = ga_request(
         &[range],
         &[params.dimension.as_str()],
@@ -499,7 +498,7 @@ fn problem_json(error: ApiError) -> Value {
     if status >= 500 {
         tracing::warn!(%error, "widget failed");
     }
-    json!({ "status": status, "code": format!("{:?}", error).split([' ', '(', '{']).next().unwrap_or("error").to_lowercase(), "detail": detail })
+    json!({ "status": status, "code": error.code(), "detail": detail })
 }
 
 #[utoipa::path(post, path = "/v1/analytics/widgets:batch", tag = "analytics", request_body = BatchRequest,
@@ -552,44 +551,30 @@ pub async fn widgets_batch(
         }
     }))
     .await;
+    // Each distinct query is rendered once; widgets sharing it get a copy.
+    let rendered: Vec<Value> = results
+        .into_iter()
+        .map(|result| match result {
+            Ok(fetched) => json!({
+                "status": "ok",
+                "data": app_google::normalise_report(&fetched.response),
+                "data_freshness": fetched.freshness,
+            }),
+            Err(error) => json!({ "status": "error", "error": problem_json(error) }),
+        })
+        .collect();
     let widgets: Vec<Value> = plan
         .into_iter()
-        .map(|(id, outcome)| match outcome {
-            Ok(index) => match &results[index] {
-                Ok(fetched) => json!({
-                    "id": id,
-                    "status": "ok",
-                    "data": app_google::normalise_report(&fetched.response),
-                    "data_freshness": fetched.freshness,
-                }),
-                Err(error) => json!({ "id": id, "status": "error", "error": problem_json(clone_error(error)) }),
-            },
-            Err(error) => json!({ "id": id, "status": "error", "error": problem_json(error) }),
+        .map(|(id, outcome)| {
+            let mut widget = match outcome {
+                Ok(index) => rendered[index].clone(),
+                Err(error) => json!({ "status": "error", "error": problem_json(error) }),
+            };
+            widget["id"] = json!(id);
+            widget
         })
         .collect();
     Ok(ApiJson(
         json!({ "widgets": widgets, "google_queries": jobs.len() }),
     ))
-}
-
-/// `ApiError` is not `Clone`; widgets sharing a failed query each get the same status and code.
-fn clone_error(error: &ApiError) -> ApiError {
-    match error {
-        ApiError::NotFound => ApiError::NotFound,
-        ApiError::NeedsReauth { connection_id } => ApiError::NeedsReauth {
-            connection_id: connection_id.clone(),
-        },
-        ApiError::TooManyRequests { retry_after_secs } => ApiError::TooManyRequests {
-            retry_after_secs: *retry_after_secs,
-        },
-        ApiError::Unprocessable { detail, errors } => ApiError::Unprocessable {
-            detail: detail.clone(),
-            errors: errors.clone(),
-        },
-        ApiError::BadGateway(d) => ApiError::BadGateway(d.clone()),
-        ApiError::ServiceUnavailable { retry_after_secs } => ApiError::ServiceUnavailable {
-            retry_after_secs: *retry_after_secs,
-        },
-        other => ApiError::Internal(other.to_string()),
-    }
 }

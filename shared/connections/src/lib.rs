@@ -87,7 +87,7 @@ pub struct PendingConnection {
     pub verifier: SecretToken,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("connection not found")]
     NotFound,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// The format tag: bump it (and keep reading the old one) to change the algorithm or layout.
 pub const FORMAT_V1: &str = "kms-envelope/aes-256-gcm/v1";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CipherError {
     /// KMS unreachable, throttled, or refused (answered 503).
     #[error("kms unavailable: {0}")]

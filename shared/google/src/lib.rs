@@ -24,7 +24,7 @@ use serde_json::Value;
 pub const SCOPE_ANALYTICS: &str = "https://www.googleapis.com/auth/analytics.readonly";
 pub const SCOPES: [&str; 3] = [SCOPE_ANALYTICS, "openid", "email"];
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GoogleError {
     /// The refresh token (or code) is revoked, expired or unknown: the user must reconnect.
     #[error("invalid_grant")]
@@ -260,6 +260,25 @@ impl GoogleClient {
         }
     }
 
+    /// Runs a token-endpoint request with retries on transport failures (429/5xx/timeouts).
+    async fn token_request<F, Fut>(&self, attempt: F) -> Result<TokenSet, GoogleError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<
+            Output = Result<
+                oauth2::basic::BasicTokenResponse,
+                RequestTokenError<TransportError, StandardErrorResponse<BasicErrorResponseType>>,
+            >,
+        >,
+    {
+        let response = attempt
+            .retry(self.backoff)
+            .when(Self::is_transient)
+            .await
+            .map_err(Self::token_error)?;
+        Ok(Self::token_set(&response))
+    }
+
     /// Exchanges the authorization code, sending the PKCE verifier.
     pub async fn exchange_code(
         &self,
@@ -276,12 +295,7 @@ impl GoogleClient {
                 .request_async(&transport)
                 .await
         };
-        let response = attempt
-            .retry(self.backoff)
-            .when(Self::is_transient)
-            .await
-            .map_err(Self::token_error)?;
-        Ok(Self::token_set(&response))
+        self.token_request(attempt).await
     }
 
     /// A fresh access token (and possibly a rotated refresh token).
@@ -299,12 +313,7 @@ impl GoogleClient {
                 .request_async(&transport)
                 .await
         };
-        let response = attempt
-            .retry(self.backoff)
-            .when(Self::is_transient)
-            .await
-            .map_err(Self::token_error)?;
-        Ok(Self::token_set(&response))
+        self.token_request(attempt).await
     }
 
     /// Revokes a token at Google (revoking the refresh token ends the whole grant): RFC 7009,

@@ -35,7 +35,7 @@ pub mod attr {
 
 pub const GSI1: &str = "gsi1";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StorageError {
     /// A conditional write found the item in another state (exists / missing / other version).
     #[error("condition failed")]

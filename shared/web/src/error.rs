@@ -137,7 +137,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The problem body's `code` (stable, for clients to branch on).
+    pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized => "unauthorized",

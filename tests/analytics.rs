@@ -9,16 +9,7 @@ use integration_tests::{TestEnv, ga_flow};
 use serde_json::{Value, json};
 
 async fn connected(env: &TestEnv, tenant: &str) -> String {
-    let editor = env.token(tenant, "editor");
-    let id = ga_flow::connect(env, &editor).await;
-    let selected = env
-        .request(Method::PATCH, &format!("/v1/ga/connections/{id}"))
-        .bearer(&editor)
-        .json(&json!({ "selected_property": "111111" }))
-        .send()
-        .await;
-    assert_eq!(selected.status, 200);
-    id
+    ga_flow::connect_with_property(env, &env.token(tenant, "editor"), "111111").await
 }
 
 fn days(start: &str, end: &str) -> Vec<i64> {
@@ -314,18 +305,12 @@ async fn cache_items(
 
 /// Makes every cached result stale (fresh_until in the past).
 async fn age_cache(env: &TestEnv, tenant: &str) {
-    let client = aws_sdk_dynamodb::Client::new(&env.sdk);
     for item in cache_items(env, tenant).await {
-        client
-            .update_item()
-            .table_name(&env.provisioned.names.table)
-            .key("pk", item["pk"].clone())
-            .key("sk", item["sk"].clone())
-            .update_expression("SET fresh_until = :past")
-            .expression_attribute_values(":past", AttributeValue::N("0".into()))
-            .send()
-            .await
-            .unwrap();
+        let (AttributeValue::S(pk), AttributeValue::S(sk)) = (&item["pk"], &item["sk"]) else {
+            panic!("cache item without string keys");
+        };
+        env.set_attribute(pk, sk, "fresh_until", AttributeValue::N("0".into()))
+            .await;
     }
 }
 
@@ -476,23 +461,18 @@ async fn needs_reauth_api_keys_and_tenant_isolation() {
     let id = connected(&env, "acme").await;
     let path = format!("/v1/analytics/overview?connection_id={id}&preset=last_7_days");
 
-    let key_with = |scope: &'static str| {
-        let admin = admin.clone();
-        let env = &env;
-        async move {
-            env.request(Method::POST, "/v1/api-keys")
-                .bearer(&admin)
-                .json(&json!({ "name": scope, "scopes": [scope] }))
-                .send()
-                .await
-                .json()["key"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let analytics_key = key_with("analytics:read").await;
-    let dashboards_key = key_with("dashboards:read").await;
+    let (_, analytics_key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "a", "scopes": ["analytics:read"] }),
+        )
+        .await;
+    let (_, dashboards_key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "d", "scopes": ["dashboards:read"] }),
+        )
+        .await;
     assert_eq!(
         env.request(Method::GET, &path)
             .api_key(&analytics_key)
@@ -526,16 +506,13 @@ async fn needs_reauth_api_keys_and_tenant_isolation() {
         revoke_all: true,
         ..Default::default()
     });
-    aws_sdk_dynamodb::Client::new(&env.sdk)
-        .update_item()
-        .table_name(&env.provisioned.names.table)
-        .key("pk", AttributeValue::S("T#acme".into()))
-        .key("sk", AttributeValue::S(format!("GACONN#{id}")))
-        .update_expression("SET access_expires_at = :zero")
-        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-        .send()
-        .await
-        .unwrap();
+    env.set_attribute(
+        "T#acme",
+        &format!("GACONN#{id}"),
+        "access_expires_at",
+        AttributeValue::N("0".into()),
+    )
+    .await;
     let problem = env
         .request(
             Method::GET,

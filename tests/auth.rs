@@ -2,7 +2,6 @@
 //! included) and API keys stored in DynamoDB (moto). Each case also checks the logged reason code,
 //! so a rejection for the wrong reason fails the test.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,42 +10,6 @@ use http::Method;
 use integration_tests::{TestEnv, dashboard_body};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-    /// The reason codes of the auth rejections logged since the last call.
-    fn reasons(&self) -> Vec<String> {
-        self.take()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["message"] == "auth rejected")
-            .map(|l| l["reason"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-}
-
-fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let capture = Capture::default();
-    let sink = capture.clone();
-    let guard =
-        tracing::subscriber::set_default(app_telemetry::json_subscriber(move || sink.clone()));
-    (capture, guard)
-}
 
 fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
@@ -92,7 +55,7 @@ async fn status_with_token(env: &TestEnv, token: &str) -> (u16, Option<String>) 
 
 #[tokio::test(flavor = "current_thread")]
 async fn forged_and_invalid_tokens_are_rejected_for_the_right_reason() {
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = integration_tests::logs::capture();
     let env = TestEnv::start().await;
     let kid = env.issuer.current_kid();
     let valid = env.issuer.sign(&claims(&env));
@@ -414,26 +377,6 @@ async fn roles_and_tenants_are_enforced_per_route() {
     assert_eq!(own.status, 200);
 }
 
-async fn create_key(env: &TestEnv, admin: &str, body: Value) -> (String, String) {
-    let response = env
-        .request(Method::POST, "/v1/api-keys")
-        .bearer(admin)
-        .json(&body)
-        .send()
-        .await;
-    assert_eq!(
-        response.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    let body = response.json();
-    (
-        body["id"].as_str().unwrap().to_string(),
-        body["key"].as_str().unwrap().to_string(),
-    )
-}
-
 #[tokio::test]
 async fn api_keys_authenticate_by_id_and_hmac_with_scopes_expiry_and_revocation() {
     let env = TestEnv::start().await;
@@ -450,33 +393,33 @@ async fn api_keys_authenticate_by_id_and_hmac_with_scopes_expiry_and_revocation(
         .json();
     let dashboard_path = format!("/v1/dashboards/{}", dashboard["id"].as_str().unwrap());
 
-    let (key_id, key) = create_key(
-        &env,
-        &admin,
-        json!({ "name": "reader", "scopes": ["dashboards:read"] }),
-    )
-    .await;
-    let (_, analytics_key) = create_key(
-        &env,
-        &admin,
-        json!({ "name": "analytics", "scopes": ["analytics:read"] }),
-    )
-    .await;
-    let (_, globex_key) = create_key(
-        &env,
-        &globex_admin,
-        json!({ "name": "globex", "scopes": ["dashboards:read"] }),
-    )
-    .await;
+    let (key_id, key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "reader", "scopes": ["dashboards:read"] }),
+        )
+        .await;
+    let (_, analytics_key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "analytics", "scopes": ["analytics:read"] }),
+        )
+        .await;
+    let (_, globex_key) = env
+        .create_api_key(
+            &globex_admin,
+            &json!({ "name": "globex", "scopes": ["dashboards:read"] }),
+        )
+        .await;
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let (_, expiring_key) = create_key(
-        &env,
-        &admin,
-        json!({ "name": "short", "scopes": ["dashboards:read"], "expires_at": soon }),
-    )
-    .await;
+    let (_, expiring_key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "short", "scopes": ["dashboards:read"], "expires_at": soon }),
+        )
+        .await;
 
     let get = |path: &str, key: &str| env.request(Method::GET, path).api_key(key).send();
     assert_eq!(get("/v1/dashboards", &key).await.status, 200);

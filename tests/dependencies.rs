@@ -12,22 +12,14 @@ async fn dynamodb_kms_and_s3_outages_are_503_with_retry_after() {
     let env = TestEnv::start_at(|_| {}, Some(&proxy)).await;
     let editor = env.token("acme", "editor");
     let admin = env.token("acme", "admin");
-    let key = env
-        .request(Method::POST, "/v1/api-keys")
-        .bearer(&admin)
-        .json(&json!({ "name": "k", "scopes": ["dashboards:read"] }))
-        .send()
-        .await
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let connection = integration_tests::ga_flow::connect(&env, &editor).await;
-    env.request(Method::PATCH, &format!("/v1/ga/connections/{connection}"))
-        .bearer(&editor)
-        .json(&json!({ "selected_property": "111111" }))
-        .send()
+    let (_, key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "k", "scopes": ["dashboards:read"] }),
+        )
         .await;
+    let connection =
+        integration_tests::ga_flow::connect_with_property(&env, &editor, "111111").await;
 
     let cases = [
         (

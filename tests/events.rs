@@ -117,12 +117,9 @@ async fn api_gateway_events_run_through_each_function_router() {
             text = text.replace("{{DASHBOARD_ID}}", &id);
         }
         if text.contains("{{CONNECTION_ID}}") || text.contains("{{REPORT_ID}}") {
-            let connection = integration_tests::ga_flow::connect(&env, &tokens[1].1).await;
-            env.request(Method::PATCH, &format!("/v1/ga/connections/{connection}"))
-                .bearer(&tokens[1].1)
-                .json(&serde_json::json!({ "selected_property": "111111" }))
-                .send()
-                .await;
+            let connection =
+                integration_tests::ga_flow::connect_with_property(&env, &tokens[1].1, "111111")
+                    .await;
             if text.contains("{{REPORT_ID}}") {
                 let saved = env
                     .request(Method::POST, "/v1/ga/reports")
@@ -140,14 +137,13 @@ async fn api_gateway_events_run_through_each_function_router() {
             text = text.replace("{{CONNECTION_ID}}", &connection);
         }
         if text.contains("{{API_KEY_ID}}") {
-            let created = env
-                .request(Method::POST, "/v1/api-keys")
-                .bearer(&tokens[2].1)
-                .json(&serde_json::json!({ "name": "fixture", "scopes": ["analytics:read"] }))
-                .send()
-                .await
-                .json();
-            text = text.replace("{{API_KEY_ID}}", created["id"].as_str().unwrap());
+            let (key_id, _) = env
+                .create_api_key(
+                    &tokens[2].1,
+                    &serde_json::json!({ "name": "fixture", "scopes": ["analytics:read"] }),
+                )
+                .await;
+            text = text.replace("{{API_KEY_ID}}", &key_id);
         }
         let event: Value = serde_json::from_str(&text).unwrap();
         let request_id = event["requestContext"]["requestId"]

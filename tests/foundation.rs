@@ -1,7 +1,6 @@
 //! The shared plumbing: health, problem bodies, security headers, CORS, body limits, config
 //! loading/refresh through Secrets Manager (moto), and secrets kept out of logs.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
@@ -225,36 +224,18 @@ async fn config_refreshes_after_its_ttl_and_keeps_the_last_good_one() {
     assert!(current.origin_allowed("https://new.example"));
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn secrets_never_reach_the_logs() {
-    let capture = Capture::default();
-    let sink = capture.clone();
-    let subscriber = app_telemetry::json_subscriber(move || sink.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = integration_tests::logs::capture();
 
     let env = TestEnv::start().await;
     let admin = env.token("acme", "admin");
-    let created = env
-        .request(Method::POST, "/v1/api-keys")
-        .bearer(&admin)
-        .json(&json!({ "name": "ci", "scopes": ["dashboards:read"] }))
-        .send()
+    let (_, api_key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "ci", "scopes": ["dashboards:read"] }),
+        )
         .await;
-    assert_eq!(created.status, 201);
-    let api_key = created.json()["key"].as_str().unwrap().to_string();
     let forged_key = format!("{}AAAA", &api_key[..api_key.len() - 4]);
     let expired = env.issuer.sign(&json!({
         "iss": env.issuer.issuer(), "aud": env.issuer.audience(), "sub": "u",
@@ -278,7 +259,7 @@ async fn secrets_never_reach_the_logs() {
     // Somebody logs a header by mistake: the redaction layer still catches it.
     tracing::warn!("debugging: authorization: Bearer {admin} x-api-key={api_key}");
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.take();
     // The capture works: request lines and auth rejections are there...
     assert!(logs.contains(r#""route":"/v1/dashboards""#), "{logs}");
     assert!(logs.contains(r#""reason":"expired""#), "{logs}");

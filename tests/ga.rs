@@ -7,26 +7,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use devkit::google::Switches;
 use http::Method;
 use integration_tests::TestEnv;
-use integration_tests::ga_flow::{callback_location, connect, google_redirect, run_flow};
+use integration_tests::ga_flow::{
+    callback_location, connect, google_redirect, run_flow, select_property,
+};
 use serde_json::{Value, json};
 
 fn reason(location: &str) -> String {
     location.split("reason=").nth(1).unwrap_or("").to_string()
-}
-
-async fn select(env: &TestEnv, editor: &str, id: &str, property: &str) {
-    let response = env
-        .request(Method::PATCH, &format!("/v1/ga/connections/{id}"))
-        .bearer(editor)
-        .json(&json!({ "selected_property": property }))
-        .send()
-        .await;
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
 }
 
 fn query(connection: &str) -> Value {
@@ -56,17 +43,8 @@ async fn raw_item(
 }
 
 async fn set_attribute(env: &TestEnv, tenant: &str, id: &str, name: &str, value: AttributeValue) {
-    aws_sdk_dynamodb::Client::new(&env.sdk)
-        .update_item()
-        .table_name(&env.provisioned.names.table)
-        .key("pk", AttributeValue::S(format!("T#{tenant}")))
-        .key("sk", AttributeValue::S(format!("GACONN#{id}")))
-        .update_expression("SET #a = :v")
-        .expression_attribute_names("#a", name)
-        .expression_attribute_values(":v", value)
-        .send()
-        .await
-        .unwrap();
+    env.set_attribute(&format!("T#{tenant}"), &format!("GACONN#{id}"), name, value)
+        .await;
 }
 
 /// Makes the stored access token look expired, so the next use refreshes it.
@@ -123,7 +101,7 @@ async fn the_whole_flow_connect_select_run_save_read_delete_disconnect() {
         .send()
         .await
         .problem(422);
-    select(&env, &editor, &id, "222222").await;
+    select_property(&env, &editor, &id, "222222").await;
 
     // Run: normalised rows with typed numbers and ISO dates, quota included.
     let ran = env
@@ -307,16 +285,11 @@ async fn expire_all_states(env: &TestEnv) {
         .items
         .unwrap_or_default();
     for item in items {
-        client
-            .update_item()
-            .table_name(&env.provisioned.names.table)
-            .key("pk", item["pk"].clone())
-            .key("sk", item["sk"].clone())
-            .update_expression("SET expires_at = :past")
-            .expression_attribute_values(":past", AttributeValue::N("1".into()))
-            .send()
-            .await
-            .unwrap();
+        let AttributeValue::S(pk) = &item["pk"] else {
+            panic!("state item without a string pk");
+        };
+        env.set_attribute(pk, "STATE", "expires_at", AttributeValue::N("1".into()))
+            .await;
     }
 }
 
@@ -371,7 +344,7 @@ async fn tokens_are_stored_only_as_kms_envelopes_bound_to_their_connection() {
     let viewer = env.token("acme", "viewer");
     let a = connect(&env, &editor).await;
     let b = connect(&env, &editor).await;
-    select(&env, &editor, &b, "111111").await;
+    select_property(&env, &editor, &b, "111111").await;
 
     let raw = raw_item(&env, "acme", &a).await;
     let dump = format!("{raw:?}");
@@ -411,7 +384,7 @@ async fn refresh_rotation_needs_reauth_and_concurrent_refreshes() {
     let editor = env.token("acme", "editor");
     let viewer = env.token("acme", "viewer");
     let id = connect(&env, &editor).await;
-    select(&env, &editor, &id, "111111").await;
+    select_property(&env, &editor, &id, "111111").await;
     let run = || {
         env.request(Method::POST, "/v1/ga/reports:run")
             .bearer(&viewer)
@@ -470,7 +443,7 @@ async fn google_429_and_5xx_are_retried_then_surfaced() {
     let editor = env.token("acme", "editor");
     let viewer = env.token("acme", "viewer");
     let id = connect(&env, &editor).await;
-    select(&env, &editor, &id, "111111").await;
+    select_property(&env, &editor, &id, "111111").await;
     let run = || {
         env.request(Method::POST, "/v1/ga/reports:run")
             .bearer(&viewer)
@@ -523,7 +496,7 @@ async fn report_queries_are_validated_before_google_is_called() {
     let viewer = env.token("acme", "viewer");
     let editor = env.token("acme", "editor");
     let id = connect(&env, &editor).await;
-    select(&env, &editor, &id, "111111").await;
+    select_property(&env, &editor, &id, "111111").await;
     let before = env.google.calls("runReport");
     let ranges =
         |n: usize| vec![json!({ "start_date": "2026-01-01", "end_date": "2026-01-02" }); n];
@@ -560,7 +533,7 @@ async fn connections_and_reports_are_tenant_isolated() {
     let editor = env.token("acme", "editor");
     let other = env.token("globex", "admin");
     let id = connect(&env, &editor).await;
-    select(&env, &editor, &id, "111111").await;
+    select_property(&env, &editor, &id, "111111").await;
     let saved = env
         .request(Method::POST, "/v1/ga/reports")
         .bearer(&editor)
@@ -671,7 +644,7 @@ async fn a_refused_access_token_is_refreshed_once_and_retried() {
     let editor = env.token("acme", "editor");
     let viewer = env.token("acme", "viewer");
     let id = connect(&env, &editor).await;
-    select(&env, &editor, &id, "111111").await;
+    select_property(&env, &editor, &id, "111111").await;
     env.google.expire_access_tokens();
     let refreshes = env.google.calls("token");
     let response = env

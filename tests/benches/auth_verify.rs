@@ -4,7 +4,6 @@
 //! themselves; numbers go in docs/performance.md).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Method;
 use integration_tests::TestEnv;
 
 fn verification(c: &mut Criterion) {
@@ -16,14 +15,12 @@ fn verification(c: &mut Criterion) {
         let env = TestEnv::start().await;
         let token = env.token("acme", "viewer");
         let admin = env.token("acme", "admin");
-        let created = env
-            .request(Method::POST, "/v1/api-keys")
-            .bearer(&admin)
-            .json(&serde_json::json!({ "name": "bench", "scopes": ["dashboards:read"] }))
-            .send()
-            .await
-            .json();
-        let key = created["key"].as_str().unwrap().to_string();
+        let (_, key) = env
+            .create_api_key(
+                &admin,
+                &serde_json::json!({ "name": "bench", "scopes": ["dashboards:read"] }),
+            )
+            .await;
         (env, token, key)
     });
     let config = env.platform.config.snapshot();

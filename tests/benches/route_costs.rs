@@ -165,16 +165,12 @@ async fn run() {
     let viewer = env.token("acme", "viewer");
     let editor = env.token("acme", "editor");
     let admin = env.token("acme", "admin");
-    let key = env
-        .request(Method::POST, "/v1/api-keys")
-        .bearer(&admin)
-        .json(&json!({ "name": "bench", "scopes": ["dashboards:read"] }))
-        .send()
-        .await
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, key) = env
+        .create_api_key(
+            &admin,
+            &json!({ "name": "bench", "scopes": ["dashboards:read"] }),
+        )
+        .await;
     // Some data to list, and warm caches (JWKS, API key record, config).
     for i in 0..30 {
         env.request(Method::POST, "/v1/dashboards")
@@ -188,12 +184,8 @@ async fn run() {
         .send()
         .await;
 
-    let connection = integration_tests::ga_flow::connect(&env, &editor).await;
-    env.request(Method::PATCH, &format!("/v1/ga/connections/{connection}"))
-        .bearer(&editor)
-        .json(&json!({ "selected_property": "111111" }))
-        .send()
-        .await;
+    let connection =
+        integration_tests::ga_flow::connect_with_property(&env, &editor, "111111").await;
     // Warm the analytics cache for the hit row.
     env.request(
         Method::GET,

@@ -70,3 +70,26 @@ pub fn connection_id(location: &str) -> String {
 pub async fn connect(env: &TestEnv, editor: &str) -> String {
     connection_id(&run_flow(env, editor).await)
 }
+
+/// Selects the connection's GA4 property (asserting success).
+pub async fn select_property(env: &TestEnv, editor: &str, id: &str, property: &str) {
+    let selected = env
+        .request(Method::PATCH, &format!("/v1/ga/connections/{id}"))
+        .bearer(editor)
+        .json(&serde_json::json!({ "selected_property": property }))
+        .send()
+        .await;
+    assert_eq!(
+        selected.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&selected.body)
+    );
+}
+
+/// A connection with `property` selected (ready for reports and analytics).
+pub async fn connect_with_property(env: &TestEnv, editor: &str, property: &str) -> String {
+    let id = connect(env, editor).await;
+    select_property(env, editor, &id, property).await;
+    id
+}

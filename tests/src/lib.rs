@@ -14,6 +14,7 @@ use tower::ServiceExt;
 pub use devkit;
 
 pub mod ga_flow;
+pub mod logs;
 pub mod webhook;
 
 /// The redirect URI and frontend the tests configure (in-process calls never resolve them).
@@ -98,6 +99,49 @@ impl TestEnv {
             headers,
             body: body.to_vec(),
         }
+    }
+
+    /// Creates an API key as `admin`; returns (key id, plaintext key).
+    pub async fn create_api_key(&self, admin: &str, body: &Value) -> (String, String) {
+        let response = self
+            .request(Method::POST, "/v1/api-keys")
+            .bearer(admin)
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(
+            response.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let body = response.json();
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Sets one attribute of a raw item, bypassing the API (to age caches, expire tokens…).
+    pub async fn set_attribute(
+        &self,
+        pk: &str,
+        sk: &str,
+        name: &str,
+        value: aws_sdk_dynamodb::types::AttributeValue,
+    ) {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+            .update_item()
+            .table_name(&self.provisioned.names.table)
+            .key("pk", A::S(pk.to_string()))
+            .key("sk", A::S(sk.to_string()))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":v", value)
+            .send()
+            .await
+            .unwrap();
     }
 
     /// Writes a GA connection item the way the GA function stores it (enough for references).
